@@ -1,0 +1,51 @@
+# Entry points. `make test` and `make demo` work on a fresh Debian 12 machine: they install what they
+# need first (hack/install-deps.sh, idempotent; caches live in $(CACHE), outside the repo).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CACHE ?= $(or $(LBPAIR_CACHE),$(HOME)/.cache/lbpair-operator)
+VENV := $(CACHE)/venv
+PY := $(VENV)/bin/python
+export LBPAIR_TOOLS_BIN := $(CACHE)/bin
+export PYTHONPATH := $(CURDIR):$(CURDIR)/operator
+export PATH := $(LBPAIR_TOOLS_BIN):$(PATH)
+PYTEST_FLAGS ?=
+
+.PHONY: deps lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean
+
+deps:
+	hack/install-deps.sh
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Every test: lint + type check, unit and golden tests, then the e2e tests on the real control plane and lab.
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+
+test-unit: deps
+	$(VENV)/bin/pytest -m 'not e2e' $(PYTEST_FLAGS)
+
+test-e2e: deps
+	$(VENV)/bin/pytest -m e2e $(PYTEST_FLAGS)
+
+cluster-up: deps
+	$(PY) -m testbed cluster up
+cluster-down:
+	$(PY) -m testbed cluster down
+lab-up: deps
+	$(PY) -m testbed lab up
+lab-down:
+	$(PY) -m testbed lab down
+up: cluster-up lab-up
+down: lab-down cluster-down
+
+# Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
+clean:
+	$(PY) -m testbed cleanup

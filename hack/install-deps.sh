@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh Debian 12 machine of this kind, idempotently:
+#   1. Debian packages for the lab nodes (nginx, keepalived, sshd, ...) and tooling;
+#   2. a Python virtualenv with the locked dependencies, kept in the cache outside the repo and keyed
+#      by the lock file's hash (so a clean clone reuses it);
+#   3. the Go-built control plane and helm (hack/build-tools.sh).
+# Prints nothing but progress; the environment for make is written to $cache_root/env.mk.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+cache_root=${LBPAIR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lbpair-operator}
+mkdir -p "$cache_root"
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+debian_packages=(
+  nginx keepalived openssh-server openssh-client iproute2 nftables tini socat wrk curl
+  iputils-ping procps util-linux
+)
+missing=()
+for p in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  # No daemon may start in the root namespace: the lab starts its own copies inside its nodes.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages present"
+fi
+
+lock="$repo/requirements-dev.lock"
+venv="$cache_root/venv-$(cat "$lock" "$repo/pyproject.toml" | sha256sum | cut -c1-16)"
+if [[ ! -x $venv/bin/python || ! -e $venv/.complete ]]; then
+  log "creating virtualenv $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  # The project itself is not installed: make puts operator/ on PYTHONPATH, so one venv serves
+  # every checkout with the same lock.
+  "$venv/bin/pip" install -q --no-deps -r "$lock"
+  touch "$venv/.complete"
+else
+  log "virtualenv $venv present"
+fi
+ln -sfn "$venv" "$cache_root/venv"
+
+tools_bin=$("$here/build-tools.sh" | tail -n 1)
+printf 'VENV := %s\nTOOLS_BIN := %s\n' "$venv" "$tools_bin" >"$cache_root/env.mk"
+log "ready: venv=$venv tools=$tools_bin"
