@@ -34,7 +34,7 @@ else
 fi
 
 lock="$repo/requirements-dev.lock"
-venv="$cache_root/venv-$(cat "$lock" "$repo/pyproject.toml" | sha256sum | cut -c1-16)"
+venv="$cache_root/venv-$(sha256sum <"$lock" | cut -c1-16)"
 if [[ ! -x $venv/bin/python || ! -e $venv/.complete ]]; then
   log "creating virtualenv $venv"
   rm -rf "$venv"

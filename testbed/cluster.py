@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -32,6 +33,19 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SERVICE_CLUSTER_IP_RANGE = "198.19.0.0/24"
 READY_TIMEOUT_SECONDS = 90.0
 STATE_FILE = "cluster.json"
+# `make cluster-up` keeps its plane here; test sessions use their own TEST_RUN_PREFIX* directories.
+CLI_RUN_DIR = Path("/run/lbpair-cluster")
+TEST_RUN_PREFIX = "lbpair-cluster-"
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pinned_versions() -> dict[str, str]:
+    """hack/versions.env as a mapping, e.g. {"KUBERNETES_VERSION": "v1.37.2", ...}."""
+    lines = (REPO_ROOT / "hack" / "versions.env").read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def tools_bin_dir() -> Path:
@@ -41,6 +55,17 @@ def tools_bin_dir() -> Path:
         return Path(configured)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return Path(os.environ.get("LBPAIR_CACHE", cache / "lbpair-operator")) / "bin"
+
+
+def test_run_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix=TEST_RUN_PREFIX))
+
+
+def stop_test_control_planes() -> None:
+    """Stop the planes that crashed test sessions left behind (found by their run directories)."""
+    for run_dir in Path(tempfile.gettempdir()).glob(f"{TEST_RUN_PREFIX}*"):
+        _progress(f"removing leftover control plane {run_dir}")
+        ControlPlane(run_dir=run_dir, bin_dir=tools_bin_dir()).stop()
 
 
 def _progress(message: str) -> None:
@@ -260,6 +285,11 @@ class ControlPlane:
         if state is None:
             raise RuntimeError("control plane is not running")
         return str(state["server"])
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the built helm against this plane as admin."""
+        command = [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
