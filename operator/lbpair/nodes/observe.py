@@ -1,0 +1,112 @@
+"""Pure parsing of what a node reports (the agent's `probe` output) into typed observations."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+# keepalived's numeric VRRP states (vrrp.h: VRRP_STATE_INIT .. VRRP_STATE_FAULT).
+_VRRP_STATES = {0: "INIT", 1: "BACKUP", 2: "MASTER", 3: "FAULT"}
+
+
+@dataclass(frozen=True)
+class VrrpInstanceState:
+    name: str
+    state: str
+    effective_priority: int
+
+
+@dataclass(frozen=True)
+class ManagedFileState:
+    """A file the operator manages on a node: the hash it applied, and the hash found now."""
+
+    applied_sha256: str
+    actual_sha256: str | None  # None: the file is gone
+
+    @property
+    def drifted(self) -> bool:
+        return self.applied_sha256 != self.actual_sha256
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    """One node as it is, measured; nothing here is assumed from what was pushed."""
+
+    hostname: str
+    services: dict[str, bool]
+    addresses: frozenset[ipaddress.IPv4Interface]
+    managed_files: dict[str, ManagedFileState]
+    vrrp: tuple[VrrpInstanceState, ...] = field(default=())
+
+    def holds(self, vip: ipaddress.IPv4Address) -> bool:
+        return any(interface.ip == vip for interface in self.addresses)
+
+    def running(self, service: str) -> bool:
+        return self.services.get(service, False)
+
+
+def split_sections(text: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            current = sections.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
+def parse_addresses(lines: list[str]) -> frozenset[ipaddress.IPv4Interface]:
+    """`ip -o -4 addr show` lines: `2: eth0    inet 198.51.100.10/24 ... scope global secondary eth0`."""
+    found = set()
+    for line in lines:
+        words = line.split()
+        if "inet" in words:
+            found.add(ipaddress.IPv4Interface(words[words.index("inet") + 1]))
+    return frozenset(found)
+
+
+def parse_managed_files(lines: list[str]) -> dict[str, ManagedFileState]:
+    """`APPLIED ACTUAL PATH` lines; ACTUAL is `missing` for a managed file that is gone."""
+    files: dict[str, ManagedFileState] = {}
+    for line in lines:
+        applied, actual, path = line.split(" ", 2)
+        files[path] = ManagedFileState(applied, None if actual == "missing" else actual)
+    return files
+
+
+def parse_vrrp(lines: list[str]) -> tuple[VrrpInstanceState, ...]:
+    """keepalived's JSON dump; an empty or torn dump (keepalived down or mid-write) reads as no data."""
+    text = "\n".join(lines).strip()
+    if not text:
+        return ()
+    try:
+        dump = json.loads(text)
+    except json.JSONDecodeError:
+        return ()
+    instances = [
+        VrrpInstanceState(
+            name=str(entry["data"]["iname"]),
+            state=_VRRP_STATES.get(int(entry["data"]["state"]), "UNKNOWN"),
+            effective_priority=int(entry["data"]["effective_priority"]),
+        )
+        for entry in dump
+        if isinstance(entry, dict) and "data" in entry
+    ]
+    return tuple(sorted(instances, key=lambda instance: instance.name))
+
+
+def parse_probe(text: str) -> NodeObservation:
+    sections = split_sections(text)
+    services = {}
+    for line in sections.get("services", []):
+        name, _, state = line.partition(" ")
+        services[name] = state.strip() == "active"
+    return NodeObservation(
+        hostname=(sections.get("hostname") or [""])[0].strip(),
+        services=services,
+        addresses=parse_addresses(sections.get("addresses", [])),
+        managed_files=parse_managed_files(sections.get("files", [])),
+        vrrp=parse_vrrp(sections.get("vrrp", [])),
+    )

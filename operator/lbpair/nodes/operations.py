@@ -1,0 +1,99 @@
+"""What the operator does to a node, one SSH round trip each, built on the node agent (agent.sh).
+
+`observe_*` only read; `push_*`, `apply_*` and `restore_*` change the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+
+from lbpair.nodes.client import CommandResult, NodeClient, NodeError
+from lbpair.nodes.observe import NodeObservation, parse_probe
+
+AGENT_SCRIPT = resources.files("lbpair.nodes").joinpath("agent.sh").read_bytes()
+DEFAULT_STATE_DIR = "/var/lib/lbpair"
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: bytes
+    mode: int = 0o644
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+class ValidationFailedError(NodeError):
+    """nginx -t or keepalived -t rejected the staged config; the message is the validator's output."""
+
+
+def _agent(
+    client: NodeClient, *args: str, state_dir: str = DEFAULT_STATE_DIR, timeout: float = 30.0
+) -> CommandResult:
+    command = f"LBPAIR_STATE={shlex.quote(state_dir)} sh -s -- " + " ".join(shlex.quote(arg) for arg in args)
+    return client.run(command, stdin=AGENT_SCRIPT, timeout=timeout)
+
+
+def _checked(result: CommandResult, what: str) -> CommandResult:
+    if not result.ok:
+        detail = (result.stderr or result.stdout).strip()
+        raise NodeError(f"{what} failed (exit {result.exit_status}): {detail}")
+    return result
+
+
+def build_bundle(files: Iterable[ManagedFile]) -> bytes:
+    """A tar of `files/<absolute path>` plus the manifest, deterministic for identical input."""
+    ordered = sorted(files, key=lambda managed: managed.path)
+    manifest = "".join(f"{managed.mode:04o} {managed.sha256} {managed.path}\n" for managed in ordered)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        entries = [(f"files{managed.path}", managed.content, managed.mode) for managed in ordered]
+        entries.append(("manifest", manifest.encode(), 0o644))
+        for name, content, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), mode
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def observe_node(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> NodeObservation:
+    return parse_probe(_checked(_agent(client, "probe", state_dir=state_dir), "probe").stdout)
+
+
+def push_bundle(client: NodeClient, files: Iterable[ManagedFile], state_dir: str = DEFAULT_STATE_DIR) -> None:
+    """Stage the files on the node; nothing live changes."""
+    stage = shlex.quote(f"{state_dir}/stage")
+    command = f"rm -rf {stage} && mkdir -p {stage} && tar -x --no-same-owner -C {stage}"
+    _checked(client.run(command, stdin=build_bundle(files)), "staging files")
+
+
+def validate_staged(client: NodeClient, roots: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
+    result = _agent(client, "validate", *sorted(roots), state_dir=state_dir, timeout=60.0)
+    if not result.ok:
+        raise ValidationFailedError((result.stdout + result.stderr).strip())
+
+
+def apply_staged(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:
+    """Swap the staged files into place, keeping the replaced ones as the last-known-good backup."""
+    _checked(_agent(client, "swap", state_dir=state_dir), "swapping config")
+
+
+def apply_reload(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
+    _checked(_agent(client, "reload", *sorted(services), state_dir=state_dir), "reload")
+
+
+def restore_last_good(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:
+    _checked(_agent(client, "restore", state_dir=state_dir), "restoring last-known-good config")
+
+
+def observe_served_hash(client: NodeClient, port: int, state_dir: str = DEFAULT_STATE_DIR) -> str:
+    """The config hash the node's running nginx serves on its loopback status endpoint ('' if none)."""
+    return _agent(client, "served-hash", str(port), state_dir=state_dir).stdout.strip()
