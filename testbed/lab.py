@@ -523,6 +523,15 @@ class Lab:
     def mgmt_address(self, node: str) -> ipaddress.IPv4Address:
         return self._host(node).mgmt_address
 
+    def host_key(self, node: str) -> str:
+        """The node's SSH host key as an OpenSSH public key line ("ssh-ed25519 AAAA..."), for pinning."""
+        address = str(self.mgmt_address(node))
+        for line in KNOWN_HOSTS.read_text().splitlines():
+            host, _, key = line.partition(" ")
+            if address in host.split(","):
+                return key.strip()
+        raise LabError(f"no host key for {node} ({address}) in {KNOWN_HOSTS}")
+
     def status(self) -> list[HostHealth]:
         return [self._health(HOSTS[name]) for name in HOSTS]
 

@@ -94,6 +94,11 @@ def restore_last_good(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) ->
     _checked(_agent(client, "restore", state_dir=state_dir), "restoring last-known-good config")
 
 
+def uninstall_managed(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:
+    """Put back the node's own files the operator replaced, remove the rest of what it wrote."""
+    _checked(_agent(client, "uninstall", state_dir=state_dir), "uninstalling managed config")
+
+
 def observe_served_hash(client: NodeClient, port: int, state_dir: str = DEFAULT_STATE_DIR) -> str:
     """The config hash the node's running nginx serves on its loopback status endpoint ('' if none)."""
     return _agent(client, "served-hash", str(port), state_dir=state_dir).stdout.strip()

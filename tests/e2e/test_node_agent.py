@@ -1,0 +1,140 @@
+"""The operator's node layer on real lab nodes: pinned SSH, probe, stage/validate/swap/reload, restore.
+
+These drive lbpair.nodes directly (no Kubernetes) so a failure points at the node layer itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+
+from lbpair.nodes.client import HostKeyMismatchError
+from lbpair.nodes.operations import (
+    ManagedFile,
+    ValidationFailedError,
+    apply_reload,
+    apply_staged,
+    observe_node,
+    observe_served_hash,
+    push_bundle,
+    restore_last_good,
+    uninstall_managed,
+    validate_staged,
+)
+from lbpair.nodes.ssh import NodeConnections, SSHNodeClient, SSHTarget
+from testbed.lab import Lab
+
+pytestmark = pytest.mark.e2e
+
+ROOTS = ("/etc/nginx", "/etc/keepalived")
+STATUS_PORT = 18081
+KEEPALIVED_CONF = b"""global_defs {
+    router_id agent-test
+}
+"""
+
+
+def nginx_conf(marker: str) -> bytes:
+    return f"""events {{}}
+http {{
+    server {{
+        listen 127.0.0.1:{STATUS_PORT};
+        location = /lbpair/config-hash {{ return 200 "{marker}\\n"; }}
+    }}
+}}
+""".encode()
+
+
+def bundle(marker: str) -> list[ManagedFile]:
+    return [
+        ManagedFile("/etc/nginx/nginx.conf", nginx_conf(marker)),
+        ManagedFile("/etc/keepalived/keepalived.conf", KEEPALIVED_CONF),
+    ]
+
+
+def target(lab: Lab, node: str, host_key: str | None = None) -> SSHTarget:
+    return SSHTarget(
+        name=node,
+        address=str(lab.mgmt_address(node)),
+        port=22,
+        user="root",
+        host_key=host_key or lab.host_key(node),
+        private_key_pem=lab.ssh_key_path.read_text(),
+    )
+
+
+@pytest.fixture
+def lb1(lab: Lab) -> Iterator[SSHNodeClient]:
+    connections = NodeConnections()
+    client = connections.client(target(lab, "lb1"))
+    try:
+        yield client
+    finally:
+        # Leave the node as the lab built it: the node's own files back, nginx on them.
+        uninstall_managed(client)
+        apply_reload(client, ["nginx"])
+        connections.close_all()
+
+
+def roll_out(client: SSHNodeClient, files: list[ManagedFile]) -> None:
+    push_bundle(client, files)
+    validate_staged(client, ROOTS)
+    apply_staged(client)
+    apply_reload(client, ["nginx"])
+
+
+def test_wrong_pinned_host_key_is_refused_before_authenticating(lab: Lab) -> None:
+    impostor = SSHNodeClient(target(lab, "lb1", host_key=lab.host_key("lb2")))
+
+    with pytest.raises(HostKeyMismatchError, match="refusing to connect"):
+        impostor.run("true")
+
+
+def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: SSHNodeClient) -> None:
+    stock_nginx_conf = lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout
+
+    roll_out(lb1, bundle("generation-1"))
+
+    observation = observe_node(lb1)
+    assert observe_served_hash(lb1, STATUS_PORT) == "generation-1"
+    assert observation.hostname == "lb1"
+    assert observation.running("nginx")
+    assert observation.managed_files["/etc/nginx/nginx.conf"].actual_sha256 == (
+        hashlib.sha256(nginx_conf("generation-1")).hexdigest()
+    )
+    assert not any(state.drifted for state in observation.managed_files.values())
+    # The node's own file was kept, so removing the operator can give it back.
+    assert lab.exec("lb1", "cat", "/var/lib/lbpair/original/files/etc/nginx/nginx.conf").stdout == (
+        stock_nginx_conf
+    )
+
+
+def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
+    lab: Lab, lb1: SSHNodeClient
+) -> None:
+    roll_out(lb1, bundle("good"))
+    broken = [ManagedFile("/etc/nginx/nginx.conf", b"events {}\nhttp { server { listen 80 } }\n")]
+    broken.append(bundle("good")[1])
+
+    push_bundle(lb1, broken)
+    with pytest.raises(ValidationFailedError, match=r"nginx.conf:2"):
+        validate_staged(lb1, ROOTS)
+
+    assert lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout.encode() == nginx_conf("good")
+    assert observe_served_hash(lb1, STATUS_PORT) == "good"
+
+
+def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb1: SSHNodeClient) -> None:
+    roll_out(lb1, bundle("first"))
+    roll_out(lb1, bundle("second"))
+    lab.exec("lb1", "sh", "-c", "echo '# edited by hand' >> /etc/nginx/nginx.conf")
+
+    drifted = [path for path, state in observe_node(lb1).managed_files.items() if state.drifted]
+    restore_last_good(lb1)
+    apply_reload(lb1, ["nginx"])
+
+    assert drifted == ["/etc/nginx/nginx.conf"]
+    assert observe_served_hash(lb1, STATUS_PORT) == "first"
+    assert not any(state.drifted for state in observe_node(lb1).managed_files.values())
