@@ -1,0 +1,146 @@
+"""Pure: node observations -> the pair's health as users see it (holders, conditions, events).
+
+Nothing here is assumed from what was pushed: the VIP holder is whoever has the address on an
+interface right now (`ip -o -4 addr`), the only source that also shows a VIP left behind by a crash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lbpair.nodes.observe import NodeObservation
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One node after a pass: what was observed (None if unreachable) and what the pass did to it."""
+
+    name: str
+    observation: NodeObservation | None
+    error: str = ""
+    applied_hash: str = ""
+    programmed: bool = False
+
+    @property
+    def reachable(self) -> bool:
+        return self.observation is not None
+
+    @property
+    def healthy(self) -> bool:
+        observation = self.observation
+        return (
+            observation is not None
+            and observation.running("nginx")
+            and observation.running("keepalived")
+            and not any(instance.state == "FAULT" for instance in observation.vrrp)
+        )
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PairHealth:
+    holders: dict[str, list[str]]  # VIP -> nodes holding it, sorted
+    nodes: tuple[NodeReport, ...]
+    conditions: tuple[Condition, ...] = field(default=())
+
+    @property
+    def healthy_nodes(self) -> str:
+        return f"{sum(node.healthy for node in self.nodes)}/{len(self.nodes)}"
+
+    @property
+    def holder_summary(self) -> str:
+        """Printer-column form: `198.51.100.10=lb1`, `...=lb1+lb2` in split brain, `...=none` in an outage."""
+        return ",".join(f"{vip}={'+'.join(nodes) or 'none'}" for vip, nodes in self.holders.items())
+
+
+def observe_holders(vips: Sequence[str], nodes: Sequence[NodeReport]) -> dict[str, list[str]]:
+    holders: dict[str, list[str]] = {}
+    for vip in vips:
+        address = ipaddress.IPv4Address(vip)
+        holders[vip] = sorted(
+            node.name for node in nodes if node.observation is not None and node.observation.holds(address)
+        )
+    return holders
+
+
+def assess_pair(vips: Sequence[str], nodes: Sequence[NodeReport], rollout_problem: str = "") -> PairHealth:
+    """Conditions in Kubernetes style: Ready (traffic is served), Programmed, Degraded, SplitBrain."""
+    holders = observe_holders(vips, nodes)
+    by_name = {node.name: node for node in nodes}
+    split = {vip: names for vip, names in holders.items() if len(names) > 1}
+    orphaned = [vip for vip, names in holders.items() if not names]
+    serving_without_nginx = [
+        vip
+        for vip, names in holders.items()
+        for name in names
+        if (observation := by_name[name].observation) is not None and not observation.running("nginx")
+    ]
+    unreachable = [node.name for node in nodes if not node.reachable]
+    unhealthy = [node.name for node in nodes if node.reachable and not node.healthy]
+    unprogrammed = [node for node in nodes if not node.programmed]
+
+    conditions = [
+        _ready(split, orphaned, serving_without_nginx, holders),
+        Condition(
+            "Programmed",
+            not unprogrammed and not rollout_problem,
+            "Applied" if not unprogrammed and not rollout_problem else "NotApplied",
+            rollout_problem
+            or "; ".join(f"{node.name}: {node.error or 'config not applied'}" for node in unprogrammed)
+            or "desired config is live on every node",
+        ),
+        Condition(
+            "Degraded",
+            bool(unreachable or unhealthy),
+            "NodeUnreachable" if unreachable else ("NodeUnhealthy" if unhealthy else "AllNodesHealthy"),
+            _degraded_message(nodes, unreachable, unhealthy),
+        ),
+        Condition(
+            "SplitBrain",
+            bool(split),
+            "VIPOnSeveralNodes" if split else "SingleHolder",
+            "; ".join(f"{vip} held by {' and '.join(names)}" for vip, names in split.items())
+            or "every VIP is held by at most one node",
+        ),
+    ]
+    return PairHealth(holders=holders, nodes=tuple(nodes), conditions=tuple(conditions))
+
+
+def _ready(
+    split: Mapping[str, list[str]],
+    orphaned: list[str],
+    serving_without_nginx: list[str],
+    holders: Mapping[str, list[str]],
+) -> Condition:
+    if split:
+        return Condition("Ready", False, "SplitBrain", f"VIP on more than one node: {', '.join(split)}")
+    if orphaned:
+        return Condition("Ready", False, "VIPNotHeld", f"no node holds {', '.join(orphaned)}")
+    if serving_without_nginx:
+        return Condition(
+            "Ready", False, "NginxDown", f"nginx is down where {serving_without_nginx[0]} is held"
+        )
+    summary = ", ".join(f"{vip} on {names[0]}" for vip, names in holders.items())
+    return Condition("Ready", True, "Serving", summary)
+
+
+def _degraded_message(nodes: Sequence[NodeReport], unreachable: list[str], unhealthy: list[str]) -> str:
+    parts = [f"{node.name} unreachable: {node.error}" for node in nodes if node.name in unreachable]
+    for node in nodes:
+        if node.name in unhealthy and node.observation is not None:
+            down = [service for service in ("nginx", "keepalived") if not node.observation.running(service)]
+            faults = [i.name for i in node.observation.vrrp if i.state == "FAULT"]
+            detail = ", ".join(
+                [f"{service} not running" for service in down] + [f"{i} FAULT" for i in faults]
+            )
+            parts.append(f"{node.name}: {detail}")
+    return "; ".join(parts) or "both nodes reachable, nginx and keepalived running"
