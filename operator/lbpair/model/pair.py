@@ -1,0 +1,496 @@
+"""LoadBalancerPair: two nodes running nginx + keepalived, their VIPs, VRRP and nginx-wide settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from lbpair.model.base import ApiModel, CelRule, UniqueItems, cel_config
+from lbpair.model.common import ObjectMeta, Port, SecretKeyRef
+from lbpair.model.patterns import (
+    AbsolutePath,
+    Charset,
+    DnsLabel,
+    Host,
+    InterfaceName,
+    IPv4Address,
+    IPv4Cidr,
+    LabelKey,
+    LabelValue,
+    LogLiteral,
+    MimeType,
+    NginxName,
+    NginxSize,
+    NginxTime,
+    NginxVariable,
+    SshHostKey,
+    SystemdUnit,
+    UnixUser,
+)
+
+Priority = Annotated[int, Field(ge=1, le=254)]
+
+
+class PairNode(ApiModel):
+    """One of the two load-balancer machines."""
+
+    name: DnsLabel
+    """Node name; also keepalived's router_id on that node."""
+    address: Host
+    """Address (IPv4 or DNS name) the operator connects to over SSH."""
+    ssh_port: Port = 22
+    """SSH port."""
+    host_key: SshHostKey
+    """The node's pinned SSH host public key in OpenSSH form ("ssh-ed25519 AAAA..."); any other key is
+    refused."""
+    interface: InterfaceName
+    """Network interface that carries VRRP and the VIPs (the seed's `interface em1`)."""
+    vrrp_address: IPv4Address
+    """This node's own address on `interface`: the VRRP source (unicast_src_ip / mcast_src_ip) and the peer's
+    unicast_peer."""
+    priority: Priority
+    """VRRP priority (1-254). The node with the higher priority holds the VIPs in ActivePassive mode; in
+    ActiveActive mode each node uses the higher of the two priorities for the VIPs it prefers."""
+
+
+class SshSettings(ApiModel):
+    """How the operator logs in to the nodes."""
+
+    user: UnixUser = "root"
+    """Login user on both nodes."""
+    private_key_secret_ref: SecretKeyRef
+    """Secret (in the pair's namespace) holding the SSH private key."""
+    sudo: bool = False
+    """Run privileged commands through `sudo -n` (for a non-root user)."""
+
+
+class Vip(ApiModel):
+    """A floating address held by exactly one node at a time."""
+
+    address: IPv4Cidr
+    """The VIP with the prefix length of the node network, e.g. 198.51.100.10/24; both nodes' vrrpAddress
+    must lie in that network."""
+    preferred_node: DnsLabel | None = None
+    """ActiveActive only (and required there): the node that holds this VIP while both are healthy."""
+
+
+class Preempt(ApiModel):
+    """Whether a recovered higher-priority node takes the VIPs back."""
+
+    mode: Literal["Preempt", "NoPreempt"] = "Preempt"
+    """Preempt: the higher-priority node takes the VIPs back when it recovers (seed default). NoPreempt: the
+    current holder keeps them (keepalived `nopreempt`; both nodes then start in state BACKUP)."""
+    delay_seconds: Annotated[int, Field(ge=0, le=1000)] = 0
+    """With Preempt, wait this long after startup before taking the VIPs back (keepalived preempt_delay),
+    giving nginx time to mark backends up."""
+
+
+class Garp(ApiModel):
+    """Gratuitous ARP, which moves the VIP in neighbours' ARP caches (the seed's stale-ARP problem)."""
+
+    master_delay_seconds: Annotated[int, Field(ge=0, le=255)] | None = None
+    """Delay before the second burst of gratuitous ARPs after becoming MASTER (garp_master_delay)."""
+    master_repeat: Annotated[int, Field(ge=1, le=255)] | None = None
+    """Gratuitous ARPs sent per burst on becoming MASTER (garp_master_repeat)."""
+    master_refresh_seconds: Annotated[int, Field(ge=0, le=86400)] | None = None
+    """Resend gratuitous ARPs this often while MASTER; 0 = never (garp_master_refresh)."""
+    lower_prio_repeat: Annotated[int, Field(ge=0, le=255)] | None = None
+    """Gratuitous ARPs sent when a lower-priority advert is seen, which heals ARP caches after a split brain
+    (garp_lower_prio_repeat)."""
+
+
+class VrrpAuthentication(ApiModel):
+    """VRRPv2 PASS authentication. keepalived sends it in clear text; it separates pairs sharing a segment,
+    it is not security (use unicast peers and a firewall rule for protocol 112)."""
+
+    secret_ref: SecretKeyRef
+    """Secret key holding the password: 1-8 characters of [A-Za-z0-9._+=-]."""
+
+
+VRRP_AUTH_NEEDS_V2 = CelRule(
+    rule="!has(self.authentication) || self.version == 2",
+    message="authentication is only available with VRRP version 2",
+    field_path=".authentication",
+)
+V2_WHOLE_SECONDS = CelRule(
+    rule="self.version == 3 || self.advertIntervalMilliseconds % 1000 == 0",
+    message="advertIntervalMilliseconds must be whole seconds (a multiple of 1000) under VRRP version 2",
+    field_path=".advertIntervalMilliseconds",
+)
+V3_CENTISECONDS = CelRule(
+    rule="self.version == 2 || "
+    "(self.advertIntervalMilliseconds % 10 == 0 && self.advertIntervalMilliseconds <= 40950)",
+    message="advertIntervalMilliseconds must be a multiple of 10 and at most 40950 under VRRP version 3",
+    field_path=".advertIntervalMilliseconds",
+)
+SECOND_ROUTER_ID_DIFFERS = CelRule(
+    rule="!has(self.secondVirtualRouterId) || self.secondVirtualRouterId != self.virtualRouterId",
+    message="secondVirtualRouterId must differ from virtualRouterId",
+    field_path=".secondVirtualRouterId",
+)
+
+
+class Vrrp(ApiModel):
+    """VRRP as keepalived runs it."""
+
+    model_config = cel_config(VRRP_AUTH_NEEDS_V2, V2_WHOLE_SECONDS, V3_CENTISECONDS, SECOND_ROUTER_ID_DIFFERS)
+
+    version: Literal[2, 3] = 3
+    """VRRP protocol version. 3 allows sub-second adverts (failover in well under a second)."""
+    virtual_router_id: Annotated[int, Field(ge=1, le=255)]
+    """virtual_router_id of the (first) VRRP instance; must be unique on the network segment."""
+    second_virtual_router_id: Annotated[int, Field(ge=1, le=255)] | None = None
+    """ActiveActive: virtual_router_id of the second instance; defaults to virtualRouterId + 1."""
+    advert_interval_milliseconds: Annotated[int, Field(ge=10, le=255000)] = 1000
+    """Advertisement interval. Backups take over after about 3 intervals without adverts."""
+    peering: Literal["Unicast", "Multicast"] = "Unicast"
+    """Unicast: adverts go only to the other node's vrrpAddress. Multicast: to 224.0.0.18 (the seed)."""
+    preempt: Preempt = Preempt()
+    """Preemption behaviour."""
+    authentication: VrrpAuthentication | None = None
+    """Optional VRRPv2 PASS authentication."""
+    garp: Garp = Garp()
+    """Gratuitous ARP tuning; unset fields keep keepalived's defaults."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        VRRP_AUTH_NEEDS_V2.enforce(self.authentication is None or self.version == 2)  # noqa: PLR2004
+        V2_WHOLE_SECONDS.enforce(self.version == 3 or self.advert_interval_milliseconds % 1000 == 0)  # noqa: PLR2004
+        V3_CENTISECONDS.enforce(
+            self.version == 2  # noqa: PLR2004
+            or (self.advert_interval_milliseconds % 10 == 0 and self.advert_interval_milliseconds <= 40950)  # noqa: PLR2004
+        )
+        SECOND_ROUTER_ID_DIFFERS.enforce(self.second_virtual_router_id != self.virtual_router_id)
+        return self
+
+
+class HealthCheck(ApiModel):
+    """How keepalived watches nginx on each node (the seed's chk_nginx.sh)."""
+
+    method: Literal["Script", "TrackProcess"] = "Script"
+    """Script: keepalived runs the rendered check script every intervalSeconds (vrrp_script). TrackProcess:
+    keepalived watches the nginx process through kernel process events (vrrp_track_process), which reacts
+    at once but cannot restart nginx."""
+    interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 2
+    """Script: seconds between checks (keepalived accepts whole seconds only)."""
+    fall: Annotated[int, Field(ge=1, le=100)] = 2
+    """Script: consecutive failures before the node counts as unhealthy."""
+    rise: Annotated[int, Field(ge=1, le=100)] = 1
+    """Script: consecutive successes before the node counts as healthy again."""
+    weight: Annotated[int, Field(ge=-254, le=254)] = 0
+    """Priority change of an unhealthy node (negative) or a healthy one (positive). 0 puts an unhealthy node
+    into FAULT, releasing its VIPs at once; otherwise |weight| must exceed the nodes' priority difference."""
+    restart_nginx: bool = True
+    """Script: when nginx is down, try to start it and check again before failing (the seed's behaviour)."""
+    restart_wait_seconds: Annotated[int, Field(ge=1, le=30)] = 2
+    """Script: how long to wait after starting nginx before checking again."""
+
+
+SELECTOR_ONLY_WITH_FROM_SELECTOR = CelRule(
+    rule="(self.from == 'Selector') == has(self.selector)",
+    message="selector is required when from is Selector, and allowed only then",
+    field_path=".selector",
+)
+
+
+class AllowedNamespaces(ApiModel):
+    """Which namespaces may attach Upstreams and VirtualHosts to this pair (like Gateway API
+    allowedRoutes)."""
+
+    model_config = cel_config(SELECTOR_ONLY_WITH_FROM_SELECTOR)
+
+    from_: Literal["Same", "All", "Selector"] = Field(default="Same", alias="from")
+    """Same: only the pair's namespace. All: every namespace. Selector: namespaces matching selector."""
+    selector: NamespaceSelector | None = None
+    """Label selector for namespaces (with from: Selector)."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        SELECTOR_ONLY_WITH_FROM_SELECTOR.enforce((self.from_ == "Selector") == (self.selector is not None))
+        return self
+
+
+class NamespaceSelector(ApiModel):
+    """Namespaces whose labels include all of matchLabels."""
+
+    match_labels: Annotated[dict[LabelKey, LabelValue], Field(min_length=1, max_length=16)]
+    """Labels a namespace must carry."""
+
+
+LOG_ITEM_IS_VARIABLE_OR_LITERAL = CelRule(
+    rule="has(self.variable) != has(self.literal)",
+    message="set exactly one of variable or literal",
+)
+
+
+class LogFormatItem(ApiModel):
+    """One piece of a log format: an nginx variable or a literal made of punctuation."""
+
+    model_config = cel_config(LOG_ITEM_IS_VARIABLE_OR_LITERAL)
+
+    variable: NginxVariable | None = None
+    """nginx variable name without `$`, e.g. remote_addr, time_local, http_user_agent."""
+    literal: LogLiteral | None = None
+    """Fixed text between variables: spaces and the punctuation []"|:,/=()@+- only."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        LOG_ITEM_IS_VARIABLE_OR_LITERAL.enforce((self.variable is None) != (self.literal is None))
+        return self
+
+
+class LogFormat(ApiModel):
+    """A named access-log format (log_format)."""
+
+    name: NginxName
+    """Name used by VirtualHost accessLog.format."""
+    escape: Literal["default", "json", "none"] = "default"
+    """How nginx escapes variable values in the log."""
+    items: Annotated[list[LogFormatItem], Field(min_length=1, max_length=64)]
+    """The format, in order."""
+
+
+class GzipBuffers(ApiModel):
+    """Number and size of gzip buffers."""
+
+    number: Annotated[int, Field(ge=1, le=1024)]
+    """How many buffers."""
+    size: NginxSize
+    """Size of each buffer."""
+
+
+class Gzip(ApiModel):
+    """Response compression (gzip_*)."""
+
+    enabled: bool = False
+    """gzip on|off."""
+    min_length: NginxSize | None = None
+    """gzip_min_length."""
+    buffers: GzipBuffers | None = None
+    """gzip_buffers."""
+    http_version: Literal["1.0", "1.1"] | None = None
+    """gzip_http_version."""
+    comp_level: Annotated[int, Field(ge=1, le=9)] | None = None
+    """gzip_comp_level."""
+    types: Annotated[list[MimeType], Field(max_length=64), UniqueItems()] = Field(default_factory=list)
+    """gzip_types in addition to text/html."""
+    vary: bool = False
+    """gzip_vary."""
+
+
+class CacheZone(ApiModel):
+    """A proxy cache (proxy_cache_path). Its files live under the node profile's cacheDir/<name>."""
+
+    name: NginxName
+    """keys_zone name, used by VirtualHost locations' cache.zone."""
+    levels: Literal["1", "2", "1:1", "1:2", "2:1", "2:2", "1:1:1", "1:1:2", "1:2:2", "2:2:2"] = "1:2"
+    """Directory levels of the cache."""
+    keys_zone_size: NginxSize
+    """Shared memory for the keys (keys_zone=name:size)."""
+    max_size: NginxSize | None = None
+    """Upper limit of the cache on disk."""
+    inactive: NginxTime | None = None
+    """Items not accessed for this long are removed."""
+
+
+class NginxSettings(ApiModel):
+    """nginx-wide settings (nginx.conf main, events and http contexts)."""
+
+    user: UnixUser = "www-data"
+    """User the worker processes run as; must exist on the nodes."""
+    worker_processes: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """Number of worker processes; unset means auto (one per CPU)."""
+    worker_connections: Annotated[int, Field(ge=1, le=1048576)] = 1024
+    """worker_connections."""
+    worker_shutdown_timeout: NginxTime | None = "60s"
+    """How long old workers may keep serving after a reload; bounds piled-up worker generations."""
+    charset: Charset | None = None
+    """charset added to Content-Type, e.g. utf-8."""
+    log_formats: Annotated[list[LogFormat], Field(max_length=16), UniqueItems(("name",))] = Field(
+        default_factory=list
+    )
+    """Named access-log formats. `combined` is built in."""
+    sendfile: bool = True
+    """sendfile."""
+    tcp_nopush: bool = True
+    """tcp_nopush."""
+    tcp_nodelay: bool = True
+    """tcp_nodelay."""
+    keepalive_timeout: NginxTime = "65s"
+    """Client keep-alive timeout."""
+    client_header_timeout: NginxTime | None = None
+    """client_header_timeout."""
+    client_body_timeout: NginxTime | None = None
+    """client_body_timeout."""
+    client_max_body_size: NginxSize | None = None
+    """client_max_body_size (0 = unlimited)."""
+    client_body_buffer_size: NginxSize | None = None
+    """client_body_buffer_size."""
+    gzip: Gzip = Gzip()
+    """Compression."""
+    cache_zones: Annotated[list[CacheZone], Field(max_length=16), UniqueItems(("name",))] = Field(
+        default_factory=list
+    )
+    """Proxy caches VirtualHost locations may use."""
+
+
+class NodeProfile(ApiModel):
+    """Where things are on the nodes and how services are controlled. The defaults fit Debian/Ubuntu with
+    the distribution's nginx and keepalived packages under systemd."""
+
+    service_manager: Literal["Systemd"] = "Systemd"
+    """How services are started, reloaded and checked (systemctl)."""
+    nginx_service: SystemdUnit = "nginx"
+    """nginx's service name."""
+    keepalived_service: SystemdUnit = "keepalived"
+    """keepalived's service name."""
+    nginx_config_path: AbsolutePath = "/etc/nginx/nginx.conf"
+    """nginx's main configuration file (replaced by the operator)."""
+    nginx_managed_dir: AbsolutePath = "/etc/nginx/lbpair"
+    """Directory holding every other nginx file the operator writes (upstreams, virtual hosts, TLS)."""
+    nginx_mime_types_path: AbsolutePath = "/etc/nginx/mime.types"
+    """The distribution's MIME type map, included by nginx.conf."""
+    nginx_pid_path: AbsolutePath = "/run/nginx.pid"
+    """nginx pid file (must match the service unit's)."""
+    nginx_log_dir: AbsolutePath = "/var/log/nginx"
+    """Directory for nginx's error log and the per-VirtualHost logs."""
+    nginx_cache_dir: AbsolutePath = "/var/cache/nginx/lbpair"
+    """Directory for proxy cache zones and proxy temp files."""
+    nginx_status_port: Port = 18099
+    """Loopback port of the operator's status server (serves the live config hash on 127.0.0.1 only)."""
+    keepalived_config_path: AbsolutePath = "/etc/keepalived/keepalived.conf"
+    """keepalived's configuration file (replaced by the operator)."""
+    check_script_path: AbsolutePath = "/etc/keepalived/lbpair-check-nginx.sh"
+    """Where the health-check script is written."""
+
+
+NODE_PRIORITIES_DIFFER = CelRule(
+    rule="size(self.nodes) != 2 || self.nodes[0].priority != self.nodes[1].priority",
+    message="the two nodes must have different priorities",
+    field_path=".nodes",
+)
+NODE_ADDRESSES_DIFFER = CelRule(
+    rule="size(self.nodes) != 2 || self.nodes[0].vrrpAddress != self.nodes[1].vrrpAddress",
+    message="the two nodes must have different vrrpAddress values",
+    field_path=".nodes",
+)
+PREFERRED_NODE_ONLY_ACTIVE_ACTIVE = CelRule(
+    rule="self.mode == 'ActiveActive' || self.vips.all(v, !has(v.preferredNode))",
+    message="vips[].preferredNode is only used in ActiveActive mode",
+    field_path=".vips",
+)
+ACTIVE_ACTIVE_NEEDS_PREFERRED_NODES = CelRule(
+    rule="self.mode != 'ActiveActive' || self.nodes.all(n, self.vips.exists(v, has(v.preferredNode) && "
+    "v.preferredNode == n.name)) && self.vips.all(v, has(v.preferredNode) && "
+    "self.nodes.exists(n, n.name == v.preferredNode))",
+    message="ActiveActive needs preferredNode on every VIP, naming a node, and each node preferred by a VIP",
+    field_path=".vips",
+)
+ACTIVE_ACTIVE_ROUTER_IDS = CelRule(
+    rule="self.mode != 'ActiveActive' || has(self.vrrp.secondVirtualRouterId) || "
+    "self.vrrp.virtualRouterId < 255",
+    message="ActiveActive needs vrrp.secondVirtualRouterId when virtualRouterId is 255",
+    field_path=".vrrp.secondVirtualRouterId",
+)
+WEIGHT_EXCEEDS_PRIORITY_GAP = CelRule(
+    rule="size(self.nodes) != 2 || self.healthCheck.weight == 0 || self.healthCheck.weight * "
+    "self.healthCheck.weight > (self.nodes[0].priority - self.nodes[1].priority) * "
+    "(self.nodes[0].priority - self.nodes[1].priority)",
+    message="|healthCheck.weight| must exceed the difference of the node priorities, or be 0 (FAULT), "
+    "otherwise a failed health check never moves the VIPs",
+    field_path=".healthCheck.weight",
+)
+VIPS_IN_NODE_NETWORK = CelRule(
+    rule="size(self.nodes) != 2 || self.vips.all(v, cidr(v.address).containsIP(self.nodes[0].vrrpAddress) && "
+    "cidr(v.address).containsIP(self.nodes[1].vrrpAddress))",
+    message="every VIP must lie in the network of both nodes' vrrpAddress (given by the VIP's prefix length)",
+    field_path=".vips",
+)
+NOPREEMPT_NEEDS_FAULT = CelRule(
+    rule="self.vrrp.preempt.mode != 'NoPreempt' || self.healthCheck.weight == 0",
+    message="healthCheck.weight must be 0 with vrrp.preempt.mode NoPreempt: with nopreempt a lowered "
+    "priority never moves the VIPs (keepalived issue 2599), only FAULT does",
+    field_path=".healthCheck.weight",
+)
+
+
+class PairSpec(ApiModel):
+    """Desired state of a LoadBalancerPair."""
+
+    model_config = cel_config(
+        NODE_PRIORITIES_DIFFER,
+        NODE_ADDRESSES_DIFFER,
+        PREFERRED_NODE_ONLY_ACTIVE_ACTIVE,
+        ACTIVE_ACTIVE_NEEDS_PREFERRED_NODES,
+        ACTIVE_ACTIVE_ROUTER_IDS,
+        WEIGHT_EXCEEDS_PRIORITY_GAP,
+        VIPS_IN_NODE_NETWORK,
+        NOPREEMPT_NEEDS_FAULT,
+    )
+
+    nodes: Annotated[list[PairNode], Field(min_length=2, max_length=2), UniqueItems(("name",))]
+    """Exactly two nodes."""
+    ssh: SshSettings
+    """SSH login used by the operator."""
+    vips: Annotated[list[Vip], Field(min_length=1, max_length=16), UniqueItems(("address",))]
+    """Floating addresses; all site names should resolve to them."""
+    mode: Literal["ActivePassive", "ActiveActive"] = "ActivePassive"
+    """ActivePassive: one VRRP instance; the higher-priority node holds every VIP. ActiveActive: two VRRP
+    instances; each node holds the VIPs that prefer it, and the survivor holds all of them on failure."""
+    vrrp: Vrrp
+    """VRRP settings."""
+    health_check: HealthCheck = HealthCheck()
+    """nginx health check driving failover."""
+    nginx: NginxSettings = NginxSettings()
+    """nginx-wide settings, identical on both nodes."""
+    node_profile: NodeProfile = NodeProfile()
+    """Paths and service control on the nodes."""
+    allowed_namespaces: AllowedNamespaces = AllowedNamespaces()
+    """Namespaces whose Upstreams and VirtualHosts may attach to this pair."""
+    deletion_policy: Literal["Restore", "Retain"] = "Restore"
+    """What happens on the nodes when the pair is deleted. Restore: the files the operator replaced are put
+    back and its own files removed. Retain: the last applied configuration stays in place."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        first, second = self.nodes
+        node_names = {node.name for node in self.nodes}
+        active_active = self.mode == "ActiveActive"
+        NODE_PRIORITIES_DIFFER.enforce(first.priority != second.priority)
+        NODE_ADDRESSES_DIFFER.enforce(first.vrrp_address != second.vrrp_address)
+        PREFERRED_NODE_ONLY_ACTIVE_ACTIVE.enforce(
+            active_active or all(v.preferred_node is None for v in self.vips)
+        )
+        ACTIVE_ACTIVE_NEEDS_PREFERRED_NODES.enforce(
+            not active_active or {vip.preferred_node for vip in self.vips} == node_names
+        )
+        ACTIVE_ACTIVE_ROUTER_IDS.enforce(
+            not active_active
+            or self.vrrp.second_virtual_router_id is not None
+            or self.vrrp.virtual_router_id < 255  # noqa: PLR2004
+        )
+        weight = self.health_check.weight
+        WEIGHT_EXCEEDS_PRIORITY_GAP.enforce(
+            weight == 0 or abs(weight) > abs(first.priority - second.priority)
+        )
+        VIPS_IN_NODE_NETWORK.enforce(
+            all(_in_network(vip.address, node.vrrp_address) for vip in self.vips for node in self.nodes)
+        )
+        NOPREEMPT_NEEDS_FAULT.enforce(self.vrrp.preempt.mode != "NoPreempt" or weight == 0)
+        return self
+
+
+def _in_network(vip: str, address: str) -> bool:
+    interface = ipaddress.IPv4Interface(vip)
+    return (
+        ipaddress.IPv4Address(address) in interface.network and ipaddress.IPv4Address(address) != interface.ip
+    )
+
+
+class LoadBalancerPair(ApiModel):
+    """A LoadBalancerPair as the model reads it."""
+
+    metadata: ObjectMeta
+    spec: PairSpec

@@ -1,0 +1,127 @@
+"""Pure rendering: a DesiredState → the files of each node, with content hashes.
+
+The only module that imports jinja2. No clock, no I/O besides reading the packaged templates; the same
+state always renders byte-identical files, so a hash comparison tells whether a node is up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from lbpair.model.desired import DesiredState, NodeConfig
+
+CONFIG_FILE_MODE = 0o644
+SCRIPT_FILE_MODE = 0o755
+# Autoescaping is for HTML; these are config files, and every value reaching a template is allow-listed
+# by the model (see lbpair.model.patterns).
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("lbpair.render", "templates"),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,  # noqa: S701 - see above
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    content: str
+    mode: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    @property
+    def manifest_line(self) -> str:
+        """`MODE SHA256 PATH`, the line the node agent keeps for each managed file."""
+        return f"{self.mode:04o} {self.sha256} {self.path}\n"
+
+
+def manifest_hash(files: Iterable[RenderedFile]) -> str:
+    """One hash over paths, modes and contents, independent of the order the files are given in."""
+    return hashlib.sha256("".join(sorted(f.manifest_line for f in files)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RenderedNode:
+    """Every file the operator manages on one node."""
+
+    name: str
+    files: dict[str, RenderedFile]
+    """Absolute path on the node → file, sorted by path."""
+    nginx_hash: str
+    """Hash of the nginx files; the node's nginx serves it on its loopback status port once loaded."""
+
+    @property
+    def config_hash(self) -> str:
+        return manifest_hash(self.files.values())
+
+
+def _render(template: str, **context: Any) -> str:  # noqa: ANN401 - template contexts are heterogeneous
+    return _ENVIRONMENT.get_template(template).render(**context)
+
+
+def render_nginx_files(state: DesiredState) -> tuple[list[RenderedFile], str]:
+    """The nginx files (identical on both nodes) and their hash, which the status file serves."""
+    banner = f"Managed by lbpair-operator for {state.pair}; local changes are overwritten."
+    files = [
+        RenderedFile(
+            state.nginx.path, _render("nginx.conf.j2", banner=banner, main=state.nginx), CONFIG_FILE_MODE
+        )
+    ]
+    files += [
+        RenderedFile(
+            upstream.path, _render("upstream.conf.j2", banner=banner, upstream=upstream), CONFIG_FILE_MODE
+        )
+        for upstream in state.upstreams
+    ]
+    files += [
+        RenderedFile(host.path, _render("vhost.conf.j2", banner=banner, host=host), CONFIG_FILE_MODE)
+        for host in state.virtual_hosts
+    ]
+    files += [RenderedFile(tls.path, tls.content, tls.mode) for tls in state.tls_files]
+    nginx_hash = manifest_hash(files)
+    status = _render("status.conf.j2", banner=banner, main=state.nginx, nginx_hash=nginx_hash)
+    return [*files, RenderedFile(state.nginx.status_path, status, CONFIG_FILE_MODE)], nginx_hash
+
+
+def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
+    banner = f"Managed by lbpair-operator for {state.pair}, node {node.name}; local changes are overwritten."
+    files, nginx_hash = render_nginx_files(state)
+    keepalived = node.keepalived
+    files.append(
+        RenderedFile(
+            keepalived.path,
+            _render("keepalived.conf.j2", banner=banner, keepalived=keepalived),
+            CONFIG_FILE_MODE,
+        )
+    )
+    if state.check_script is not None:
+        script = _render("check-nginx.sh.j2", banner=banner, script=state.check_script)
+        files.append(RenderedFile(state.check_script.path, script, SCRIPT_FILE_MODE))
+    return RenderedNode(
+        name=node.name, files={f.path: f for f in sorted(files, key=lambda f: f.path)}, nginx_hash=nginx_hash
+    )
+
+
+def render_pair(state: DesiredState) -> dict[str, RenderedNode]:
+    """Node name → that node's files, in the pair's node order."""
+    return {node.name: render_node(state, node) for node in state.nodes}
+
+
+__all__ = [
+    "RenderedFile",
+    "RenderedNode",
+    "manifest_hash",
+    "render_nginx_files",
+    "render_node",
+    "render_pair",
+]

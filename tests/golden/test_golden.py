@@ -1,0 +1,132 @@
+"""Rendered configuration of the samples, compared with golden files and checked by the real `nginx -t`
+and `keepalived -t`.
+
+Regenerate the golden files after an intended change with LBPAIR_UPDATE_GOLDENS=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lbpair.render import RenderedNode, render_pair
+from tests.unit.samples import sample_objects, sample_secrets
+
+pytestmark = pytest.mark.golden
+
+GOLDEN_DATA = Path(__file__).parent / "data"
+UPDATE = os.environ.get("LBPAIR_UPDATE_GOLDENS") == "1"
+CASES = {
+    "seed": ("seed-tutorial.yaml",),
+    "active-active": ("active-active.yaml",),
+    "tls": ("seed-tutorial.yaml", "tls-virtualhost.yaml"),
+}
+# Absolute directories of the default node profile; the validators see them under a temporary root.
+NODE_DIRECTORIES = re.compile(
+    r'(?<=[ "])(?=(/etc/nginx|/etc/keepalived|/var/log/nginx|/var/cache/nginx|/run)/)'
+)
+
+
+def rendered(case: str) -> list[RenderedNode]:
+    result = sample_objects(*CASES[case]).build(sample_secrets())
+    assert result.problems == []
+    return list(render_pair(result.state).values())
+
+
+def golden_files(case: str) -> dict[str, str]:
+    """Relative path (node/absolute path) → content, as stored."""
+    root = GOLDEN_DATA / case
+    return {
+        str(path.relative_to(root)): path.read_text() for path in sorted(root.rglob("*")) if path.is_file()
+    }
+
+
+def as_golden(nodes: list[RenderedNode]) -> dict[str, str]:
+    return {f"{node.name}{path}": file.content for node in nodes for path, file in node.files.items()}
+
+
+def install(node: RenderedNode, root: Path) -> None:
+    """Write the node's files under `root`, with the paths inside them moved under `root` too."""
+    for path, file in node.files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(NODE_DIRECTORIES.sub(str(root), file.content))
+        target.chmod(file.mode)
+    shutil.copy("/etc/nginx/mime.types", root / "etc/nginx/mime.types")
+    for directory in ("var/log/nginx", "run", "var/cache/nginx/lbpair"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+
+
+def nginx_test(root: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        "nginx",
+        "-t",
+        "-q",
+        "-e",
+        str(root / "var/log/nginx/error.log"),
+        "-c",
+        str(root / "etc/nginx/nginx.conf"),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+
+def keepalived_test(root: Path) -> subprocess.CompletedProcess[str]:
+    command = ["keepalived", "-t", "-l", "-f", str(root / "etc/keepalived/keepalived.conf")]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+
+@pytest.fixture
+def node_root(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_render_matches_golden_files(case: str) -> None:
+    actual = as_golden(rendered(case))
+    if UPDATE:
+        shutil.rmtree(GOLDEN_DATA / case, ignore_errors=True)
+        for relative, content in actual.items():
+            (GOLDEN_DATA / case / relative).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN_DATA / case / relative).write_text(content)
+
+    assert actual == golden_files(case)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_files_pass_nginx_and_keepalived_checks(case: str, node_root: Path) -> None:
+    for node in rendered(case):
+        install(node, node_root / node.name)
+
+        nginx = nginx_test(node_root / node.name)
+        keepalived = keepalived_test(node_root / node.name)
+
+        assert nginx.returncode == 0, nginx.stderr
+        assert keepalived.returncode == 0, keepalived.stdout + keepalived.stderr
+
+
+def test_nginx_check_rejects_a_broken_file(node_root: Path) -> None:
+    node = rendered("seed")[0]
+    install(node, node_root)
+    config = node_root / "etc/nginx/nginx.conf"
+    config.write_text(config.read_text().replace("worker_connections 65535;", "worker_connections 65535"))
+
+    result = nginx_test(node_root)
+
+    assert result.returncode != 0
+    assert "worker_connections" in result.stderr or "unexpected" in result.stderr
+
+
+def test_keepalived_check_rejects_a_broken_file(node_root: Path) -> None:
+    node = rendered("seed")[0]
+    install(node, node_root)
+    config = node_root / "etc/keepalived/keepalived.conf"
+    config.write_text(config.read_text().replace("priority 101", "priority 300"))
+
+    result = keepalived_test(node_root)
+
+    assert result.returncode != 0

@@ -1,0 +1,71 @@
+"""Rendering is pure and deterministic, and the hashes say what changed."""
+
+from __future__ import annotations
+
+import random
+
+from lbpair.model.desired import build_desired_state
+from lbpair.render import render_pair
+from tests.unit.samples import sample_objects, sample_secrets
+
+CASE = ("seed-tutorial.yaml", "tls-virtualhost.yaml")
+
+
+def test_input_order_does_not_change_the_output() -> None:
+    objects = sample_objects(*CASE)
+    shuffled_upstreams, shuffled_hosts = list(objects.upstreams), list(objects.virtual_hosts)
+    random.Random(7).shuffle(shuffled_upstreams)  # noqa: S311 - a fixed shuffle, not security
+    random.Random(7).shuffle(shuffled_hosts)  # noqa: S311 - as above
+
+    first = render_pair(objects.build(sample_secrets()).state)
+    second = render_pair(
+        build_desired_state(objects.pair, shuffled_upstreams, shuffled_hosts, sample_secrets()).state
+    )
+
+    assert first == second
+
+
+def test_nginx_files_are_identical_on_both_nodes_and_keepalived_differs() -> None:
+    lb1, lb2 = render_pair(sample_objects(*CASE).build(sample_secrets()).state).values()
+
+    nginx_paths = [path for path in lb1.files if path.startswith("/etc/nginx/")]
+    assert nginx_paths
+    assert all(lb1.files[path] == lb2.files[path] for path in nginx_paths)
+    assert lb1.nginx_hash == lb2.nginx_hash
+    assert lb1.files["/etc/keepalived/keepalived.conf"] != lb2.files["/etc/keepalived/keepalived.conf"]
+    assert lb1.config_hash != lb2.config_hash
+
+
+def test_status_server_serves_the_hash_of_the_other_nginx_files() -> None:
+    lb1 = render_pair(sample_objects(*CASE).build(sample_secrets()).state)["lb1"]
+
+    assert f'return 200 "{lb1.nginx_hash}\\n";' in lb1.files["/etc/nginx/lbpair/status.conf"].content
+
+
+def test_a_changed_backend_changes_only_its_file_and_the_hashes() -> None:
+    objects = sample_objects(*CASE)
+    before = render_pair(objects.build(sample_secrets()).state)["lb1"]
+    upstream = objects.upstreams[0]
+    server = upstream.spec.servers[0].model_copy(update={"weight": 5})
+    changed = upstream.model_copy(
+        update={"spec": upstream.spec.model_copy(update={"servers": [server, *upstream.spec.servers[1:]]})}
+    )
+    after = render_pair(
+        build_desired_state(
+            objects.pair, [changed, *objects.upstreams[1:]], objects.virtual_hosts, sample_secrets()
+        ).state
+    )["lb1"]
+
+    changed_paths = {path for path in before.files if before.files[path] != after.files[path]}
+    assert changed_paths == {"/etc/nginx/lbpair/upstream_demo_lb-www.conf", "/etc/nginx/lbpair/status.conf"}
+    assert before.nginx_hash != after.nginx_hash
+
+
+def test_tls_key_is_private_and_the_check_script_executable() -> None:
+    lb1 = render_pair(sample_objects(*CASE).build(sample_secrets()).state)["lb1"]
+
+    modes = {path: file.mode for path, file in lb1.files.items()}
+    assert modes["/etc/nginx/lbpair/tls/demo_shop-tls.key"] == 0o600
+    assert modes["/etc/nginx/lbpair/tls/demo_shop-tls.crt"] == 0o644
+    assert modes["/etc/keepalived/lbpair-check-nginx.sh"] == 0o755
+    assert lb1.files["/etc/keepalived/lbpair-check-nginx.sh"].content.startswith("#!/bin/sh\n")
