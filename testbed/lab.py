@@ -60,7 +60,14 @@ ETC_NETNS = Path("/etc/netns")
 NODE_SCRIPTS = Path(__file__).resolve().parent / "node"
 # Per-node private directories under nodes/<node>/ and their modes; node-init mounts each over its
 # system path (var-log over /var/log, ...).
-NODE_PRIVATE_DIRS = {"var-log": 0o755, "root": 0o700, "tmp": 0o1777, "var-lib-nginx": 0o755, "run": 0o755}
+NODE_PRIVATE_DIRS = {
+    "var-log": 0o755,
+    "var-cache": 0o755,
+    "root": 0o700,
+    "tmp": 0o1777,
+    "var-lib-nginx": 0o755,
+    "run": 0o755,
+}
 # Commands inside the lab get a fixed environment, like a login on a server, not the caller's venv.
 NODE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

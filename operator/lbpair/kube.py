@@ -13,8 +13,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-GROUP = "lb.lbpair.dev"
-VERSION = "v1alpha1"
+from lbpair.model import GROUP, VERSION
+
 HTTP_NOT_FOUND = 404
 
 

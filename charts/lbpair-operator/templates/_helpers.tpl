@@ -1,4 +1,6 @@
-{{- define "lbpair.fullname" -}}{{ .Release.Name }}-lbpair-operator{{- end -}}
+{{- define "lbpair.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}{{ .Release.Name }}{{ else }}{{ .Release.Name }}-{{ .Chart.Name }}{{ end -}}
+{{- end -}}
 {{- define "lbpair.labels" -}}
 app.kubernetes.io/name: lbpair-operator
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -31,13 +31,13 @@ install_file() { # SOURCE TARGET: a rename in the target's directory, so readers
     mv -f "$2.lbpair-new" "$2"
 }
 
+# probe NGINX_UNIT KEEPALIVED_UNIT: everything the operator reports about a node, in one round trip.
 probe() {
     section hostname
     hostname
     section services
-    for service in nginx keepalived; do
-        printf '%s %s\n' "$service" "$(systemctl is-active "$service" 2>/dev/null || true)"
-    done
+    printf 'nginx %s\n' "$(systemctl is-active "$1" 2>/dev/null || true)"
+    printf 'keepalived %s\n' "$(systemctl is-active "$2" 2>/dev/null || true)"
     section addresses
     ip -o -4 addr show
     section files
@@ -143,6 +143,13 @@ reload() {
     done
 }
 
+# stop SERVICE...: stop what runs (a stopped keepalived releases its VIPs to the peer at once).
+stop() {
+    for service in "$@"; do
+        if systemctl is-active "$service" >/dev/null 2>&1; then systemctl stop "$service"; fi
+    done
+}
+
 # served-hash PORT: what the node's nginx says its live config hash is (bash for /dev/tcp; no curl needed).
 served_hash() {
     bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /lbpair/config-hash HTTP/1.0\r\n\r\n" >&3 && cat <&3' \
@@ -150,12 +157,13 @@ served_hash() {
 }
 
 case $command in
-probe) probe ;;
+probe) probe "$@" ;;
 validate) validate "$@" ;;
 swap) swap ;;
 restore) restore ;;
 uninstall) uninstall ;;
 reload) reload "$@" ;;
+stop) stop "$@" ;;
 served-hash) served_hash "$@" ;;
 *)
     echo "unknown command: $command" >&2

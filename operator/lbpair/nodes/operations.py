@@ -64,14 +64,24 @@ def build_bundle(files: Iterable[ManagedFile]) -> bytes:
     return buffer.getvalue()
 
 
-def observe_node(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> NodeObservation:
-    return parse_probe(_checked(_agent(client, "probe", state_dir=state_dir), "probe").stdout)
+def observe_node(
+    client: NodeClient, units: tuple[str, str] = ("nginx", "keepalived"), state_dir: str = DEFAULT_STATE_DIR
+) -> NodeObservation:
+    """Probe a node; `units` are the nginx and keepalived service names, reported as "nginx"/"keepalived"."""
+    return parse_probe(_checked(_agent(client, "probe", *units, state_dir=state_dir), "probe").stdout)
 
 
-def push_bundle(client: NodeClient, files: Iterable[ManagedFile], state_dir: str = DEFAULT_STATE_DIR) -> None:
-    """Stage the files on the node; nothing live changes."""
+def push_bundle(
+    client: NodeClient,
+    files: Iterable[ManagedFile],
+    directories: Iterable[str] = (),
+    state_dir: str = DEFAULT_STATE_DIR,
+) -> None:
+    """Stage the files on the node and create `directories` the config needs (e.g. the cache root, which
+    nginx will not create with its parents); nothing live changes."""
     stage = shlex.quote(f"{state_dir}/stage")
-    command = f"rm -rf {stage} && mkdir -p {stage} && tar -x --no-same-owner -C {stage}"
+    needed = " ".join(shlex.quote(directory) for directory in [f"{state_dir}/stage", *sorted(directories)])
+    command = f"rm -rf {stage} && mkdir -p {needed} && tar -x --no-same-owner -C {stage}"
     _checked(client.run(command, stdin=build_bundle(files)), "staging files")
 
 
@@ -88,6 +98,10 @@ def apply_staged(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None
 
 def apply_reload(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
     _checked(_agent(client, "reload", *sorted(services), state_dir=state_dir), "reload")
+
+
+def apply_stop(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
+    _checked(_agent(client, "stop", *sorted(services), state_dir=state_dir), "stop")
 
 
 def restore_last_good(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:

@@ -1,0 +1,194 @@
+"""kopf handlers: the only module that imports kopf. Each is thin and hands over to lbpair.reconcile.
+
+Run with `kopf run -m lbpair.handlers --all-namespaces --standalone`.
+
+How work flows: one daemon per LoadBalancerPair runs a convergence loop. Each pass renders the pair from
+the in-memory indexes (Upstreams, VirtualHosts, Secrets, namespace labels), probes both nodes, rolls out
+what differs and writes status. A pass starts when something the pair uses changes (coalesced over a short
+window, so a burst of edits makes one push) or, failing that, every probe interval, which is also how
+failovers, drift and recovered nodes are noticed. kopf fills the indexes before any handler or daemon
+runs, so a pair is never rendered from a partial view of its VirtualHosts (e.g. right after a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from lbpair.reconcile import (
+    GROUP,
+    VERSION,
+    Inputs,
+    OperatorConfig,
+    PairKey,
+    Reconciler,
+    pair_key_of_attached,
+)
+
+FINALIZER = f"{GROUP}/cleanup"
+
+
+class Wakeups:
+    """One event per pair: set when something the pair depends on changes; the pair's loop waits on it."""
+
+    def __init__(self) -> None:
+        self._events: dict[PairKey, asyncio.Event] = {}
+
+    def event(self, key: PairKey) -> asyncio.Event:
+        return self._events.setdefault(key, asyncio.Event())
+
+    def wake(self, key: PairKey) -> None:
+        self.event(key).set()
+
+    def wake_all(self) -> None:
+        for event in self._events.values():
+            event.set()
+
+    def forget(self, key: PairKey) -> None:
+        self._events.pop(key, None)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    # Events are posted explicitly, with stable reasons; kopf's per-log-line events would drown them.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    config = OperatorConfig.from_environment()
+    memo.config = config
+    memo.reconciler = await asyncio.to_thread(Reconciler.create, config)
+    memo.wakeups = Wakeups()
+
+
+@kopf.on.cleanup()
+async def close_connections(memo: kopf.Memo, **_: Any) -> None:
+    await asyncio.to_thread(memo.reconciler.close)
+
+
+# Indexes: the in-memory views a pass renders from.
+
+
+@kopf.index(GROUP, VERSION, "upstreams")
+def upstreams_by_pair(
+    body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
+) -> dict[PairKey, Any]:
+    return {pair_key_of_attached(namespace or "", spec): dict(body)}
+
+
+@kopf.index(GROUP, VERSION, "virtualhosts")
+def virtualhosts_by_pair(
+    body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
+) -> dict[PairKey, Any]:
+    return {pair_key_of_attached(namespace or "", spec): dict(body)}
+
+
+@kopf.index("", "v1", "secrets")
+def secrets_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[PairKey, Any]:
+    return {(namespace or "", name): dict(body.get("data") or {})}
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {name: dict(labels)}
+
+
+# Changes to what a pair uses wake its loop.
+
+
+@kopf.on.event(GROUP, VERSION, "upstreams")
+@kopf.on.event(GROUP, VERSION, "virtualhosts")
+async def attached_changed(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    memo.wakeups.wake(pair_key_of_attached(namespace or "", spec))
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    for key in memo.reconciler.pairs_using_secret(namespace or "", name):
+        memo.wakeups.wake(key)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
+    # Label changes can admit or evict attached objects of pairs with a namespace selector.
+    memo.wakeups.wake_all()
+
+
+@kopf.daemon(GROUP, VERSION, "loadbalancerpairs", id="converge", cancellation_timeout=30)
+async def converge(
+    *,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """The pair's convergence loop: one pass per change or probe interval, until the pair goes away."""
+    key: PairKey = (namespace or "", name)
+    indexes = Indexes(kwargs)
+    wakeup = memo.wakeups.event(key)
+    try:
+        while not stopped:
+            wakeup.clear()
+            inputs = Inputs(
+                pair=dict(body),
+                upstreams=indexes.values("upstreams_by_pair", key),
+                virtualhosts=indexes.values("virtualhosts_by_pair", key),
+                secret_data=indexes.lookup("secrets_by_name"),
+                namespace_labels=indexes.lookup("namespace_labels"),
+            )
+            outcome = await asyncio.to_thread(memo.reconciler.run_pass, inputs)
+            for event in outcome.events:
+                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            await _wait_for_change(wakeup, stopped, memo.config.probe_interval_seconds)
+            if wakeup.is_set():
+                # Let a burst of edits land before rendering: one push for the lot.
+                await asyncio.sleep(memo.config.coalesce_seconds)
+    finally:
+        memo.wakeups.forget(key)
+
+
+class Indexes:
+    """The indexes kopf passes to handlers as keyword arguments named after the index functions."""
+
+    def __init__(self, kwargs: Mapping[str, Any]) -> None:
+        self._kwargs = kwargs
+
+    def values(self, index: str, key: object) -> list[Any]:
+        store: kopf.Index[Any, Any] = self._kwargs[index]
+        return list(store.get(key, []))
+
+    def lookup(self, index: str) -> Callable[[Any], Any]:
+        """Point lookups into an index whose keys are unique names (each key's store holds one value)."""
+        store: kopf.Index[Any, Any] = self._kwargs[index]
+
+        def lookup(key: Any) -> Any:
+            return next(iter(store.get(key, [])), None)
+
+        return lookup
+
+
+async def _wait_for_change(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+    waiters = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, "loadbalancerpairs", id="remove-from-nodes")
+async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Per the pair's deletionPolicy; an unreachable node keeps the finalizer until it can be cleaned."""
+    problem = await asyncio.to_thread(
+        memo.reconciler.remove_from_nodes, dict(body), Indexes(kwargs).lookup("secrets_by_name")
+    )
+    if problem:
+        kopf.event(body, type="Warning", reason="CleanupPending", message=problem)
+        raise kopf.TemporaryError(problem, delay=10)
