@@ -65,7 +65,8 @@ NODE_PRIVATE_DIRS = {
     "var-cache": 0o755,
     "root": 0o700,
     "tmp": 0o1777,
-    "var-lib-nginx": 0o755,
+    "var-lib-changes": 0o755,  # overlayfs upper layer of /var/lib
+    "var-lib-work": 0o700,  # overlayfs work directory
     "run": 0o755,
 }
 # Commands inside the lab get a fixed environment, like a login on a server, not the caller's venv.

@@ -117,6 +117,10 @@ class PairMemory:
     last_status: dict[str, Any] = field(default_factory=dict)
     last_status_write: datetime.datetime | None = None
     attached_status: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # Passes and the deletion of a pair never overlap: a pass in flight must not re-push what the
+    # deletion just removed. Once deleting, no pass touches the nodes again.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    deleting: bool = False
     # node -> (config hash it refused, why, when): the same config is not retried on every pass.
     failed_rollouts: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     secrets: set[PairKey] = field(default_factory=set)
@@ -152,8 +156,13 @@ class Reconciler:
     def run_pass(self, inputs: Inputs) -> PassOutcome:
         metadata = inputs.pair.get("metadata") or {}
         key: PairKey = (str(metadata.get("namespace")), str(metadata.get("name")))
-        generation = int(metadata.get("generation") or 0)
         memory = self._memory_of(key)
+        with memory.lock:
+            if memory.deleting or metadata.get("deletionTimestamp"):
+                return PassOutcome()
+            return self._run_pass(key, int(metadata.get("generation") or 0), inputs, memory)
+
+    def _run_pass(self, key: PairKey, generation: int, inputs: Inputs, memory: PairMemory) -> PassOutcome:
         outcome = PassOutcome()
         try:
             pair = parse_pair(inputs.pair)
@@ -470,6 +479,18 @@ class Reconciler:
 
     def remove_from_nodes(self, body: Mapping[str, Any], secret_data: SecretLookup) -> str:
         """Apply the deletion policy on both nodes; returns what is still pending ('' when done)."""
+        metadata = body.get("metadata") or {}
+        key: PairKey = (str(metadata.get("namespace")), str(metadata.get("name")))
+        memory = self._memory_of(key)
+        with memory.lock:
+            memory.deleting = True
+            pending = self._remove_from_nodes(body, secret_data)
+        if not pending:
+            with self._lock:
+                self._memory.pop(key, None)
+        return pending
+
+    def _remove_from_nodes(self, body: Mapping[str, Any], secret_data: SecretLookup) -> str:
         try:
             pair = parse_pair(body)
         except SpecError:
@@ -477,7 +498,10 @@ class Reconciler:
         spec = pair.spec
         if spec.deletion_policy == "Retain":
             return ""
-        clients = self._clients(pair.metadata.namespace, spec, secret_data)
+        try:
+            clients = self._clients(pair.metadata.namespace, spec, secret_data)
+        except LookupError as error:
+            return f"cannot log in to the nodes to clean up: {error}"
         layout = layout_of(spec)
         pending = []
         for name, client in clients.items():

@@ -7,18 +7,17 @@ undone and pushed configs removed in `finally` blocks. Measured figures are prin
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 import pytest
 
 from testbed.addressing import CLIENT, HOSTS, LB_NODES, VIP_PRIMARY, Segment
-from testbed.lab import HttpResponse, Lab, run
+from testbed.lab import Lab, run
+from testbed.traffic import RequestLoop
 from tests.e2e.lab_fixtures import NodeShell, connect_ssh, open_node_shell
 
 pytestmark = pytest.mark.e2e
@@ -109,44 +108,6 @@ def nginx_proxy(shell: ShellFactory) -> Iterator[None]:
             shell(node).run("systemctl reload nginx", check=False)
 
 
-@dataclass
-class RequestLoop:
-    """Requests through the VIP from the client, one every `interval` s, bounded in count and time."""
-
-    lab: Lab
-    interval: float = 0.05
-    max_requests: int = 200
-    max_seconds: float = 15.0
-
-    def __post_init__(self) -> None:
-        self.responses: list[HttpResponse] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while (
-            not self._stop.is_set()
-            and len(self.responses) < self.max_requests
-            and time.monotonic() < deadline
-        ):
-            # 3 s covers one SYN retransmission (1 s), as a real client would retry while the VIP moves.
-            self.responses.append(self.lab.http_get_via(VIP_PRIMARY, SMOKE_HOST, "/", timeout=3.0))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RequestLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.max_seconds + 5)
-
-    @property
-    def failed(self) -> list[HttpResponse]:
-        return [response for response in self.responses if not response.succeeded]
-
-
 def test_ssh_with_pinned_host_keys_reaches_each_node(lab: Lab) -> None:
     for node in LB_NODES:
         started = time.monotonic()
@@ -213,7 +174,7 @@ def test_keepalived_failover_keeps_the_vip_serving(lab: Lab, node_shell: ShellFa
         assert (fields["host"], fields["path"], fields["uri"]) == (SMOKE_HOST, "/some/path", "/some/path?q=1")
         assert fields["x-real-ip"] == str(CLIENT_ADDRESS)
 
-        with RequestLoop(lab) as requests:
+        with RequestLoop(lab, host=SMOKE_HOST) as requests:
             time.sleep(0.5)
             stop_issued = time.monotonic()
             node_shell("lb1").run("systemctl stop keepalived")

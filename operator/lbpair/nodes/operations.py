@@ -18,6 +18,7 @@ from lbpair.nodes.observe import NodeObservation, parse_probe
 
 AGENT_SCRIPT = resources.files("lbpair.nodes").joinpath("agent.sh").read_bytes()
 DEFAULT_STATE_DIR = "/var/lib/lbpair"
+PROBE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ def observe_node(
     client: NodeClient, units: tuple[str, str] = ("nginx", "keepalived"), state_dir: str = DEFAULT_STATE_DIR
 ) -> NodeObservation:
     """Probe a node; `units` are the nginx and keepalived service names, reported as "nginx"/"keepalived"."""
-    return parse_probe(_checked(_agent(client, "probe", *units, state_dir=state_dir), "probe").stdout)
+    # A probe takes ~50 ms; a short timeout notices a node that died under an open connection quickly.
+    result = _agent(client, "probe", *units, state_dir=state_dir, timeout=PROBE_TIMEOUT_SECONDS)
+    return parse_probe(_checked(result, "probe").stdout)
 
 
 def push_bundle(

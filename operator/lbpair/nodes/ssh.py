@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from lbpair.nodes.client import CommandResult, HostKeyMismatchError, NodeError, NodeUnreachableError
+from lbpair.nodes.client import CommandResult, HostKeyMismatchError, NodeUnreachableError
 
 _READ_CHUNK = 65536
 
@@ -119,7 +119,7 @@ class SSHNodeClient:
             raise NodeUnreachableError(f"{self._target.address}: cannot open a session: {error}") from error
         try:
             return _run_on_channel(channel, command, stdin, timeout)
-        except (paramiko.SSHException, OSError, EOFError) as error:
+        except (paramiko.SSHException, OSError, EOFError) as error:  # TimeoutError is an OSError
             self.close()
             raise NodeUnreachableError(f"{self._target.address}: session failed: {error}") from error
         finally:
@@ -143,7 +143,7 @@ def _run_on_channel(channel: paramiko.Channel, command: str, stdin: bytes, timeo
     while not (channel.exit_status_ready() and channel.eof_received):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise NodeError(f"command timed out after {timeout:.0f} s: {command[:80]}")
+            raise TimeoutError(f"no answer within {timeout:.0f} s")
         # The channel's pipe wakes select on data, EOF and close; the cap covers an exit status that
         # arrives after EOF without further traffic.
         select.select([channel], [], [], min(remaining, 0.05))

@@ -1,0 +1,412 @@
+"""The operator end to end: real API server, real nodes, the operator running as the chart's ServiceAccount.
+
+The tests share one deployment of the seed sample and run in file order; each leaves the pair Ready (faults
+are undone in `finally`), and the last one deletes it. What they assert is what a user sees: traffic
+through the VIP, `kubectl get`, status conditions, events, and files on the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from testbed.addressing import VIP_PRIMARY
+from testbed.cluster import REPO_ROOT, ControlPlane
+from testbed.lab import Lab
+from testbed.operator import (
+    OperatorProcess,
+    install_chart_rbac,
+    install_crds,
+    load_manifests,
+    pin_lab_host_keys,
+    ssh_key_secret,
+    wait_for,
+)
+from testbed.traffic import RequestLoop
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "lb-e2e"
+PAIR = "seed"
+VIP = str(VIP_PRIMARY)
+STATE_FILE = "/var/lib/lbpair/manifest"
+VHOST_FILE = f"/etc/nginx/lbpair/vhost_{NAMESPACE}_www.conf"
+
+
+class Deployment:
+    """The seed sample applied in NAMESPACE with the operator running; helpers to look at it."""
+
+    def __init__(self, cluster: ControlPlane, lab: Lab, operator: OperatorProcess) -> None:
+        self.cluster, self.lab, self.operator = cluster, lab, operator
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.cluster.kubectl("-n", NAMESPACE, *args, input=input, check=check).stdout
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+        )
+
+    def pair(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.kubectl("get", "lbpair", PAIR, "-o", "json"))
+        return document
+
+    def condition(self, condition_type: str) -> dict[str, Any]:
+        for condition in self.pair().get("status", {}).get("conditions", []):
+            if condition["type"] == condition_type:
+                return dict(condition)
+        return {}
+
+    def holders(self) -> str:
+        return str(self.pair().get("status", {}).get("vipHolders", ""))
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        listed = json.loads(
+            self.kubectl("get", "events", "--field-selector", f"reason={reason}", "-o", "json")
+        )
+        return list(listed["items"])
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        wait_for(
+            lambda: (
+                self.condition("Ready").get("status") == "True"
+                and self.condition("Programmed").get("status") == "True"
+            ),
+            timeout=timeout,
+            what="pair Ready and Programmed",
+        )
+
+    def wait_settled(self, quiet_seconds: float = 3.0) -> None:
+        """Until no node push has happened for `quiet_seconds` (earlier changes may still be rolling out)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            applied = len(self.events("Applied"))
+            time.sleep(quiet_seconds)
+            if len(self.events("Applied")) == applied:
+                return
+        raise TimeoutError("the operator kept pushing for 60 s")
+
+    def node_file(self, node: str, path: str) -> str:
+        return self.lab.exec(node, "cat", path).stdout
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    install_crds(cluster)
+    operator_kubeconfig = install_chart_rbac(cluster)
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    operator = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    deployed = Deployment(cluster, lab, operator)
+    documents = pin_lab_host_keys(
+        load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml"), lab
+    )
+    deployed.apply([ssh_key_secret(lab, NAMESPACE), *documents])
+    operator.start()
+    try:
+        deployed.wait_ready()
+        yield deployed
+    finally:
+        operator.stop()
+        print(f"--- operator log (last 60 lines)\n{''.join(operator.log().splitlines(True)[-60:])}")
+
+
+def test_seed_sample_serves_each_host_and_path_from_the_right_backends(deployment: Deployment) -> None:
+    www = deployment.lab.http_get_via(VIP, "www.example.com", "/")
+    oa = deployment.lab.http_get_via(VIP, "oa.example.com", "/")
+    svn = deployment.lab.http_get_via(VIP, "dev.example.com", "/svn/trunk")
+    listed = deployment.kubectl("get", "lbpairs")
+
+    assert www.succeeded, www
+    assert "port=80 " in www.body
+    assert "host=www.example.com" in www.body
+    assert oa.succeeded, oa
+    assert "port=8080 " in oa.body
+    # /svn proxies to a URL on be1, exactly as the seed's proxy_pass http://.../svn/ does.
+    assert svn.succeeded, svn
+    assert "backend=be1" in svn.body
+    assert "path=/svn/" in svn.body
+    assert "x-real-ip=198.51.100.100" in www.body
+    header, row = listed.splitlines()[:2]
+    assert header.split() == ["NAME", "VIPS", "HOLDER", "MODE", "HEALTHY", "READY", "AGE"]
+    assert row.split()[:6] == [PAIR, VIP, f"{VIP}=lb1", "ActivePassive", "2/2", "True"]
+    for kind in ("virtualhosts", "upstreams"):
+        programmed = deployment.kubectl(
+            "get", kind, "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Programmed')].status}"
+        )
+        assert set(programmed.split()) == {"True"}, (kind, programmed)
+
+
+def test_both_nodes_run_the_rendered_config_and_status_reports_its_hash(deployment: Deployment) -> None:
+    nodes = {node["name"]: node for node in deployment.pair()["status"]["nodes"]}
+
+    for name in ("lb1", "lb2"):
+        served = deployment.lab.exec(
+            name, "curl", "-s", "http://127.0.0.1:18099/lbpair/config-hash"
+        ).stdout.strip()
+        assert (nodes[name]["reachable"], nodes[name]["nginxRunning"], nodes[name]["keepalivedRunning"]) == (
+            True,
+            True,
+            True,
+        )
+        assert len(nodes[name]["appliedConfigHash"]) == 64
+        assert len(served) == 64
+        assert "server 198.18.0.11:80" in deployment.node_file(
+            name, f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf"
+        )
+    assert (nodes["lb1"]["vrrpState"], nodes["lb2"]["vrrpState"]) == ("Master", "Backup")
+    assert nodes["lb1"]["vipsHeld"] == [VIP]
+
+
+def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(deployment: Deployment) -> None:
+    # The seed's check script restarts a dead nginx; a node whose nginx cannot start must hand over the VIP.
+    deployment.kubectl(
+        "patch", "lbpair", PAIR, "--type=merge", "-p", '{"spec":{"healthCheck":{"restartNginx":false}}}'
+    )
+    wait_for(
+        lambda: "systemctl start" not in deployment.node_file("lb1", "/etc/keepalived/lbpair-check-nginx.sh"),
+        timeout=30,
+        what="check script that no longer restarts nginx",
+    )
+    deployment.wait_ready()
+    failovers_before = len(deployment.events("FailoverDetected"))
+    try:
+        deployment.lab.exec("lb1", "systemctl", "stop", "nginx")
+
+        wait_for(lambda: deployment.holders() == f"{VIP}=lb2", timeout=20, what="VIP on lb2 in status")
+        lb1 = next(node for node in deployment.pair()["status"]["nodes"] if node["name"] == "lb1")
+        served = deployment.lab.http_get_via(VIP, "www.example.com", "/")
+        assert deployment.lab.vip_holders(VIP) == ["lb2"]
+        assert served.succeeded, served
+        assert not lb1["nginxRunning"]
+        assert deployment.condition("Degraded")["status"] == "True"
+        wait_for(
+            lambda: len(deployment.events("FailoverDetected")) > failovers_before, timeout=10, what="event"
+        )
+    finally:
+        deployment.lab.exec("lb1", "systemctl", "start", "nginx")
+
+    # Preempt (the seed's default): the recovered higher-priority node takes the VIP back.
+    wait_for(lambda: deployment.holders() == f"{VIP}=lb1", timeout=20, what="VIP back on lb1")
+    deployment.wait_ready()
+
+
+def test_config_that_nginx_rejects_is_never_applied_and_traffic_keeps_flowing(deployment: Deployment) -> None:
+    upstream = {
+        "apiVersion": "lb.lbpair.dev/v1alpha1",
+        "kind": "Upstream",
+        "metadata": {"name": "lb-www", "namespace": NAMESPACE},
+        "spec": {
+            "pairRef": {"name": PAIR},
+            "method": "IPHash",
+            # Valid for the schema, refused by nginx -t: the name does not resolve on the nodes.
+            "servers": [{"address": "backend.invalid", "port": 80}],
+        },
+    }
+    original = load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml")
+    original_upstream = next(
+        d for d in original if d["kind"] == "Upstream" and d["metadata"]["name"] == "lb-www"
+    )
+    live_before = deployment.node_file("lb1", f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
+    with RequestLoop(deployment.lab, host="oa.example.com", interval=0.1, max_seconds=20) as requests:
+        try:
+            deployment.apply([upstream])
+            programmed = wait_for(
+                lambda: (c := deployment.condition("Programmed")).get("status") == "False" and c,
+                timeout=30,
+                what="Programmed=False",
+            )
+            assert "host not found in upstream" in programmed["message"]
+            assert deployment.events("Rejected")
+            assert (
+                deployment.node_file("lb1", f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
+                == live_before
+            )
+            assert (
+                deployment.node_file("lb2", f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
+                == live_before
+            )
+        finally:
+            original_upstream["metadata"]["namespace"] = NAMESPACE
+            deployment.apply([original_upstream])
+        deployment.wait_ready()
+
+    assert len(requests.responses) >= 5, "the request loop barely ran"
+    assert requests.failed == []
+
+
+def test_config_that_fails_on_reload_is_rolled_back_on_that_node_only(deployment: Deployment) -> None:
+    # Something else already listens on 8089 on lb2 (the backup, rolled out first): nginx -t passes, the
+    # reload cannot bind, nginx keeps serving the old config, and the operator restores the old files.
+    squatter = deployment.lab.exec(
+        "lb2", "sh", "-c", "nohup socat TCP-LISTEN:8089,fork,reuseaddr /dev/null >/dev/null 2>&1 & echo $!"
+    ).stdout.strip()
+    virtual_host = {
+        "apiVersion": "lb.lbpair.dev/v1alpha1",
+        "kind": "VirtualHost",
+        "metadata": {"name": "alt-port", "namespace": NAMESPACE},
+        "spec": {
+            "pairRef": {"name": PAIR},
+            "serverNames": ["alt.example.com"],
+            "listen": [{"port": 8089}],
+            "locations": [{"path": "/", "upstreamRef": {"name": "lb-oa"}}],
+        },
+    }
+    lb1_before = deployment.node_file("lb1", "/etc/nginx/nginx.conf")
+    try:
+        deployment.apply([virtual_host])
+        rolled_back = wait_for(lambda: deployment.events("RolledBack"), timeout=60, what="RolledBack event")
+        assert "lb2" in rolled_back[0]["message"]
+        assert "alt-port" not in deployment.node_file("lb2", "/etc/nginx/nginx.conf")
+        assert deployment.node_file("lb1", "/etc/nginx/nginx.conf") == lb1_before  # never touched
+        assert deployment.condition("Programmed")["status"] == "False"
+        assert deployment.lab.http_get_via(VIP, "www.example.com", "/").succeeded
+    finally:
+        deployment.kubectl("delete", "virtualhost", "alt-port")
+        deployment.lab.exec("lb2", "kill", squatter, check=False)
+    deployment.wait_ready()
+
+
+def test_hand_edit_on_a_node_is_reverted_and_reported(deployment: Deployment) -> None:
+    original = deployment.node_file("lb2", VHOST_FILE)
+    deployment.lab.exec("lb2", "sh", "-c", f"echo '# hand edit' >> {VHOST_FILE}")
+
+    wait_for(lambda: deployment.node_file("lb2", VHOST_FILE) == original, timeout=20, what="file reverted")
+    reverted = wait_for(
+        lambda: [e["message"] for e in deployment.events("DriftReverted") if VHOST_FILE in e["message"]],
+        timeout=10,
+        what="DriftReverted event naming the file",
+    )
+
+    assert reverted == [f"lb2: reverted hand edits of {VHOST_FILE}"]
+
+
+def test_a_burst_of_changes_is_coalesced_into_few_pushes(deployment: Deployment) -> None:
+    applied_before = len(deployment.events("Applied"))
+    burst: list[dict[str, Any]] = [
+        {
+            "apiVersion": "lb.lbpair.dev/v1alpha1",
+            "kind": "VirtualHost",
+            "metadata": {"name": f"burst-{index}", "namespace": NAMESPACE},
+            "spec": {
+                "pairRef": {"name": PAIR},
+                "serverNames": [f"burst-{index}.example.com"],
+                "locations": [{"path": "/", "upstreamRef": {"name": "lb-oa"}}],
+            },
+        }
+        for index in range(10)
+    ]
+    try:
+        for document in burst:  # ten separate API writes, as a GitOps sync or a script would make them
+            deployment.apply([document])
+        deployment.wait_ready()
+        wait_for(
+            lambda: deployment.lab.http_get_via(VIP, "burst-9.example.com", "/").succeeded,
+            timeout=20,
+            what="burst-9 served",
+        )
+        pushes = len(deployment.events("Applied")) - applied_before
+        assert pushes <= 4, f"{pushes} node pushes for 10 changes"  # 2 nodes x at most 2 passes
+    finally:
+        deployment.kubectl("delete", "virtualhost", *[d["metadata"]["name"] for d in burst])
+    deployment.wait_ready()
+
+
+def test_operator_restart_pushes_nothing_when_nothing_changed(deployment: Deployment) -> None:
+    deployment.wait_settled()
+    manifests_before = {
+        node: deployment.lab.exec(node, "stat", "-c", "%Y.%Z", STATE_FILE).stdout for node in ("lb1", "lb2")
+    }
+    nginx_pids_before = {node: deployment.lab.exec(node, "pidof", "nginx").stdout for node in ("lb1", "lb2")}
+    applied_before = len(deployment.events("Applied"))
+
+    deployment.operator.stop()
+    deployment.operator.start()
+    wait_for(
+        lambda: "converge" in deployment.operator.log() and deployment.operator.running(),
+        timeout=30,
+        what="restart",
+    )
+    time.sleep(5)  # several probe intervals: any push would have happened by now
+
+    assert [event["message"] for event in deployment.events("Applied")][applied_before:] == []
+    assert {
+        node: deployment.lab.exec(node, "stat", "-c", "%Y.%Z", STATE_FILE).stdout for node in ("lb1", "lb2")
+    } == manifests_before
+    assert {
+        node: deployment.lab.exec(node, "pidof", "nginx").stdout for node in ("lb1", "lb2")
+    } == nginx_pids_before
+    deployment.wait_ready()
+
+
+def test_unreachable_node_is_reported_the_other_is_still_reconciled_and_it_recovers(
+    deployment: Deployment,
+) -> None:
+    upstream_file = f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-oa.conf"
+    patch = '{"spec":{"servers":[{"address":"198.18.0.12","port":8080}]}}'
+    deployment.lab.power_off("lb2")
+    try:
+        degraded = wait_for(
+            lambda: (c := deployment.condition("Degraded")).get("reason") == "NodeUnreachable" and c,
+            timeout=30,
+            what="Degraded NodeUnreachable",
+        )
+        assert "lb2 unreachable" in degraded["message"]
+        deployment.kubectl("patch", "upstream", "lb-oa", "--type=merge", "-p", patch)
+        wait_for(
+            lambda: "198.18.0.11" not in deployment.node_file("lb1", upstream_file),
+            timeout=30,
+            what="lb1 updated",
+        )
+        assert deployment.lab.http_get_via(VIP, "oa.example.com", "/").succeeded
+        assert deployment.condition("Programmed")["status"] == "False"
+    finally:
+        deployment.lab.power_on("lb2")
+    deployment.wait_ready(timeout=90)
+    assert "198.18.0.11" not in deployment.node_file("lb2", upstream_file)
+    assert deployment.events("NodeRecovered")
+
+
+def test_split_brain_is_detected_and_reported(deployment: Deployment) -> None:
+    deployment.lab.vrrp_partition("lb2")
+    try:
+        split = wait_for(
+            lambda: (c := deployment.condition("SplitBrain")).get("status") == "True" and c,
+            timeout=30,
+            what="SplitBrain",
+        )
+        assert "held by lb1 and lb2" in split["message"]
+        assert deployment.holders() == f"{VIP}=lb1+lb2"
+        assert deployment.condition("Ready")["reason"] == "SplitBrain"
+        assert deployment.events("SplitBrain")
+    finally:
+        deployment.lab.heal_partition()
+    deployment.wait_ready()
+
+
+def test_delete_waits_for_an_unreachable_node_then_restores_both_nodes(deployment: Deployment) -> None:
+    deployment.lab.power_off("lb2")
+    try:
+        deployment.kubectl("delete", "lbpair", PAIR, "--wait=false")
+        wait_for(lambda: deployment.events("CleanupPending"), timeout=30, what="CleanupPending event")
+        assert deployment.pair()["metadata"]["finalizers"]
+    finally:
+        deployment.lab.power_on("lb2")
+    wait_for(
+        lambda: PAIR not in deployment.kubectl("get", "lbpairs", "-o", "name"),
+        timeout=60,
+        what="pair deleted",
+    )
+    for node in ("lb1", "lb2"):
+        assert "Managed by lbpair-operator" not in deployment.node_file(node, "/etc/nginx/nginx.conf")
+        assert deployment.lab.exec(node, "test", "-e", "/var/lib/lbpair", check=False).returncode != 0
+        assert (
+            deployment.lab.exec(node, "systemctl", "is-active", "keepalived", check=False).stdout.strip()
+            != "active"
+        )
+    assert deployment.lab.vip_holders(VIP) == []
