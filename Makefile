@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/operator
 export PATH := $(LBPAIR_TOOLS_BIN):$(PATH)
 PYTEST_FLAGS ?=
 
-.PHONY: deps lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean
+.PHONY: deps lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench
 
 deps:
 	hack/install-deps.sh
@@ -45,6 +45,12 @@ lab-down:
 	$(PY) -m testbed lab down
 up: cluster-up lab-up
 down: lab-down cluster-down
+
+# The operator's main job on the local control plane + lab; leaves everything running (see its last lines).
+demo: deps
+	$(PY) -m testbed demo up
+demo-down:
+	$(PY) -m testbed demo down
 
 # Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
 clean:

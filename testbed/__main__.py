@@ -19,6 +19,7 @@ from testbed.addressing import (
     VIPS,
 )
 from testbed.cluster import CLI_RUN_DIR, ControlPlane, stop_test_control_planes, tools_bin_dir
+from testbed.demo import demo_down, demo_up
 from testbed.lab import STATE_FILE, Lab, LabError, cleanup, leftovers_exist
 
 
@@ -127,11 +128,21 @@ def add_cluster_commands(areas: argparse._SubParsersAction[argparse.ArgumentPars
     commands.add_parser("status", help="is it running, where").set_defaults(handler=cluster_status)
 
 
+def add_demo_commands(areas: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo_parser = areas.add_parser("demo", help="the operator's main job on the control plane and lab")
+    commands = demo_parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start everything and run the demo").set_defaults(
+        handler=lambda _: demo_up()
+    )
+    commands.add_parser("down", help="stop the operator, lab and control plane").set_defaults(
+        handler=lambda _: demo_down()
+    )
+
+
 def cleanup_everything(_args: argparse.Namespace) -> int:
     """Leftovers of crashed runs: the lab, control planes of test sessions, the CLI control plane."""
-    cleanup()
+    demo_down()
     stop_test_control_planes()
-    cli_control_plane().stop()
     return 0
 
 
@@ -140,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     areas = parser.add_subparsers(dest="area", required=True)
     add_lab_commands(areas)
     add_cluster_commands(areas)
+    add_demo_commands(areas)
     areas.add_parser(
         "cleanup", help="remove leftovers of crashed runs (lab and control planes)"
     ).set_defaults(handler=cleanup_everything)
