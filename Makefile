@@ -52,6 +52,10 @@ demo: deps
 demo-down:
 	$(PY) -m testbed demo down
 
+# Benchmarks (medians over repeated runs) on a fresh control plane + lab; writes bench/results.json.
+bench: deps
+	$(PY) -m bench.run $(BENCH_FLAGS)
+
 # Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
 clean:
 	$(PY) -m testbed cleanup

@@ -1,0 +1,273 @@
+"""Benchmarks of the operator on the local control plane and lab: `make bench` (root, ~5 minutes).
+
+1. apply -> live: a one-VirtualHost change applied with kubectl until both nodes serve it.
+2. failover: nginx stopped on the VIP holder until the client is served through the VIP by the peer, and
+   the requests that failed meanwhile (a new connection every 20 ms), for the seed's VRRP settings and
+   for tuned ones (VRRPv3, 100 ms adverts, 1 s check, FAULT on failure).
+3. config pushes under load: wrk (keep-alive) and a new-connection loop through the VIP while 20 changes
+   are pushed; failed requests of each.
+
+Each figure is the median (and min/max) over repeated runs. Results go to stdout and bench/results.json.
+Every load is bounded in count and time and only ever targets the lab's VIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from testbed.addressing import CLIENT, HOSTS, VIP_PRIMARY
+from testbed.cluster import REPO_ROOT, ControlPlane, test_run_dir, tools_bin_dir
+from testbed.lab import Lab
+from testbed.operator import (
+    OperatorProcess,
+    install_chart_rbac,
+    install_crds,
+    load_manifests,
+    pin_lab_host_keys,
+    ssh_key_secret,
+    wait_for,
+)
+from testbed.traffic import RequestLoop
+
+NAMESPACE = "lb-bench"
+PAIR = "seed"
+VIP = str(VIP_PRIMARY)
+NODE_FRONT_ADDRESSES = {"lb1": "198.51.100.11", "lb2": "198.51.100.12"}
+TUNED_VRRP = {
+    "vrrp": {"version": 3, "advertIntervalMilliseconds": 100, "authentication": None},
+    "healthCheck": {"intervalSeconds": 1, "fall": 1, "rise": 1, "weight": 0, "restartNginx": False},
+}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "runs": len(values),
+    }
+
+
+class Bench:
+    def __init__(self, cluster: ControlPlane, lab: Lab) -> None:
+        self.cluster, self.lab = cluster, lab
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.cluster.kubectl("-n", NAMESPACE, *args, input=input).stdout
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+        )
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = json.loads(self.kubectl("get", "lbpair", PAIR, "-o", "json")).get(
+            "status", {}
+        )
+        return status
+
+    def ready(self) -> bool:
+        states = {c["type"]: c["status"] for c in self.status().get("conditions", [])}
+        return states.get("Ready") == "True" and states.get("Programmed") == "True"
+
+    def served_by_node(self, node: str, host: str, expected: str) -> bool:
+        """A request straight to one node's front address (not the VIP) for `host` gets `expected` back."""
+        completed = self.lab.exec(
+            CLIENT, "curl", "-s", "-m", "1", "-H", f"Host: {host}", f"http://{NODE_FRONT_ADDRESSES[node]}/",
+            check=False,
+        )  # fmt: skip
+        return expected in completed.stdout
+
+    # -- 1 --
+
+    def apply_to_live(self, runs: int) -> dict[str, float]:
+        seconds = []
+        for run in range(runs):
+            host = f"bench-{run}.example.com"
+            virtual_host = {
+                "apiVersion": "lb.lbpair.dev/v1alpha1",
+                "kind": "VirtualHost",
+                "metadata": {"name": "bench", "namespace": NAMESPACE},
+                "spec": {
+                    "pairRef": {"name": PAIR},
+                    "serverNames": [host],
+                    # The backend echoes the path it was asked for: only the new config asks for this one.
+                    "locations": [{"path": "/", "url": f"http://198.18.0.12:8080/bench-{run}/"}],
+                },
+            }
+            started = time.monotonic()
+            self.apply(virtual_host)
+            wait_for(
+                lambda host=host, run=run: all(
+                    self.served_by_node(node, host, f"path=/bench-{run}/") for node in NODE_FRONT_ADDRESSES
+                ),
+                timeout=60,
+                interval=0.05,
+                what=f"{host} live on both nodes",
+            )
+            seconds.append(time.monotonic() - started)
+            wait_for(self.ready, timeout=60, what="Ready")
+        return summary(seconds)
+
+    # -- 2 --
+
+    def failover(self, runs: int) -> dict[str, Any]:
+        durations, failed = [], []
+        for _ in range(runs):
+            wait_for(lambda: self.lab.vip_holders(VIP) == ["lb1"], timeout=60, what="VIP on lb1")
+            wait_for(self.ready, timeout=60, what="Ready")
+            loop = RequestLoop(
+                self.lab, host="www.example.com", interval=0.02, max_requests=1500, max_seconds=30
+            )
+            with loop:
+                time.sleep(0.5)
+                self.lab.exec("lb1", "systemctl", "stop", "nginx")
+                stopped = time.monotonic()
+                wait_for(self._peer_serves, timeout=30, interval=0.02, what="peer serving through the VIP")
+                durations.append(time.monotonic() - stopped)
+                time.sleep(0.5)
+            failed.append(len(loop.failed))
+            self.lab.exec("lb1", "systemctl", "start", "nginx")
+        return {"seconds": summary(durations), "failed_requests": summary([float(f) for f in failed])}
+
+    def _peer_serves(self) -> bool:
+        if self.lab.vip_holders(VIP) != ["lb2"]:
+            return False
+        return self.lab.http_get_via(VIP, "www.example.com", "/", timeout=1).succeeded
+
+    # -- 3 --
+
+    def pushes_under_load(self, pushes: int, runs: int) -> dict[str, Any]:
+        wrk_errors, wrk_requests, loop_failed, loop_requests, push_seconds = [], [], [], [], []
+        for _ in range(runs):
+            duration = 40
+            wrk = subprocess.Popen(
+                ["ip", "netns", "exec", HOSTS[CLIENT].namespace,
+                 "wrk", "-t1", "-c10", f"-d{duration}s", "--timeout", "2s", "-H", "Host: oa.example.com",
+                 f"http://{VIP}/"],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            started = time.monotonic()
+            loop = RequestLoop(
+                self.lab, host="www.example.com", interval=0.05, max_requests=2000, max_seconds=duration - 5
+            )
+            with loop:
+                for push in range(pushes):
+                    self.kubectl("patch", "upstream", "lb-oa", "--type=merge", "-p",
+                                 json.dumps({"spec": {"servers": [
+                                     {"address": "198.18.0.11", "port": 8080, "weight": 1 + push % 2},
+                                     {"address": "198.18.0.12", "port": 8080}]}}))  # fmt: skip
+                    wait_for(self._pushed_everywhere, timeout=30, interval=0.1, what="push live")
+                push_seconds.append(time.monotonic() - started)
+            output, _ = wrk.communicate(timeout=duration + 30)
+            requests, errors = parse_wrk(output)
+            wrk_requests.append(float(requests))
+            wrk_errors.append(float(errors))
+            loop_requests.append(float(len(loop.responses)))
+            loop_failed.append(float(len(loop.failed)))
+        return {
+            "pushes_per_run": pushes,
+            "seconds_for_all_pushes": summary(push_seconds),
+            "wrk_keepalive_requests": summary(wrk_requests),
+            "wrk_keepalive_errors": summary(wrk_errors),
+            "new_connection_requests": summary(loop_requests),
+            "new_connection_failed": summary(loop_failed),
+        }
+
+    def _pushed_everywhere(self) -> bool:
+        upstream = json.loads(self.kubectl("get", "upstream", "lb-oa", "-o", "json"))
+        generation = upstream["metadata"]["generation"]
+        conditions = {c["type"]: c for c in upstream.get("status", {}).get("conditions", [])}
+        programmed = conditions.get("Programmed", {})
+        return bool(programmed.get("status") == "True" and programmed.get("observedGeneration") == generation)
+
+    def tune(self, spec_patch: dict[str, Any]) -> None:
+        self.kubectl("patch", "lbpair", PAIR, "--type=merge", "-p", json.dumps({"spec": spec_patch}))
+        wait_for(self.ready, timeout=60, what="Ready after tuning")
+        time.sleep(3)  # let keepalived settle with the new timers before measuring
+
+
+def parse_wrk(output: str) -> tuple[int, int]:
+    """(requests, errors): errors are socket errors (connect/read/write/timeout) plus non-2xx/3xx."""
+    requests, errors = 0, 0
+    for line in output.splitlines():
+        words = line.replace(",", "").split()
+        if "requests in" in line:
+            requests = int(words[0])
+        elif line.strip().startswith("Socket errors:"):
+            kinds = ("connect", "read", "write", "timeout")
+            errors += sum(int(words[i + 1]) for i, word in enumerate(words) if word in kinds)
+        elif "Non-2xx or 3xx responses:" in line:
+            errors += int(words[-1])
+    return requests, errors
+
+
+@contextmanager
+def deployed() -> Iterator[Bench]:
+    cluster = ControlPlane(run_dir=test_run_dir(), bin_dir=tools_bin_dir())
+    lab: Lab | None = None
+    operator: OperatorProcess | None = None
+    try:
+        cluster.start()
+        lab = Lab.up(reuse=False)
+        install_crds(cluster)
+        kubeconfig = install_chart_rbac(cluster)
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        samples = load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml")
+        documents = pin_lab_host_keys(samples, lab)
+        bench = Bench(cluster, lab)
+        bench.apply(ssh_key_secret(lab, NAMESPACE), *documents)
+        operator = OperatorProcess(
+            kubeconfig, Path(tempfile.mkdtemp(prefix="lbpair-bench-")) / "operator.log"
+        )
+        operator.start()
+        wait_for(bench.ready, timeout=120, what="seed Ready")
+        yield bench
+    finally:
+        if operator is not None:
+            operator.stop()
+        if lab is not None:
+            lab.down()
+        cluster.stop()
+
+
+def measure(name: str, action: Callable[[], Any], results: dict[str, Any]) -> None:
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    results[name] = action()
+    print(f"[bench] {name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+    # A SIGTERM (e.g. from a CI timeout) must still run the teardown in deployed().
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results: dict[str, Any] = {"runs": args.runs}
+    with deployed() as bench:
+        measure("apply_to_live_seconds", lambda: bench.apply_to_live(args.runs), results)
+        # The seed's check script restarts a dead nginx, which (rightly) keeps the VIP where it is.
+        bench.tune({"healthCheck": {"restartNginx": False}})
+        measure("failover_seed_settings", lambda: bench.failover(args.runs), results)
+        measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
+        bench.tune(TUNED_VRRP)
+        measure("failover_tuned_vrrp3_100ms", lambda: bench.failover(args.runs), results)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

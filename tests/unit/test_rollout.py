@@ -1,0 +1,78 @@
+"""Pure parts of the rollout: what differs, which services reload, which node goes first."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lbpair.nodes.client import CommandResult
+from lbpair.nodes.observe import ManagedFileState, NodeObservation
+from lbpair.nodes.operations import ManagedFile
+from lbpair.rollout import NodeLayout, NodePlan, compare, rollout_order
+
+LAYOUT = NodeLayout(
+    nginx_service="nginx",
+    keepalived_service="keepalived",
+    nginx_root="/etc/nginx",
+    keepalived_root="/etc/keepalived",
+    status_port=18099,
+)
+NGINX_CONF = ManagedFile("/etc/nginx/nginx.conf", b"events {}\n")
+KEEPALIVED_CONF = ManagedFile("/etc/keepalived/keepalived.conf", b"global_defs {}\n")
+
+
+def observation(files: dict[str, ManagedFileState], addresses: tuple[str, ...] = ()) -> NodeObservation:
+    return NodeObservation(
+        hostname="lb",
+        services={"nginx": True, "keepalived": True},
+        addresses=frozenset(ipaddress.IPv4Interface(address) for address in addresses),
+        managed_files=files,
+    )
+
+
+class UnusedClient:
+    name = "unused"
+
+    def run(self, command: str, *, stdin: bytes = b"", timeout: float = 30.0) -> CommandResult:
+        raise AssertionError("pure code must not talk to a node")
+
+    def close(self) -> None:
+        raise AssertionError("pure code must not talk to a node")
+
+
+def test_identical_files_need_no_push() -> None:
+    live = {f.path: ManagedFileState(f.sha256, f.sha256) for f in (NGINX_CONF, KEEPALIVED_CONF)}
+
+    difference = compare(observation(live), [NGINX_CONF, KEEPALIVED_CONF])
+
+    assert difference.changed == frozenset()
+
+
+def test_changed_stale_and_hand_edited_files_are_told_apart() -> None:
+    live = {
+        NGINX_CONF.path: ManagedFileState("applied-earlier", "edited-by-hand"),
+        "/etc/nginx/lbpair/vhost_old.conf": ManagedFileState("x", "x"),
+    }
+
+    difference = compare(observation(live), [NGINX_CONF, KEEPALIVED_CONF])
+
+    assert difference.changed == {NGINX_CONF.path, KEEPALIVED_CONF.path, "/etc/nginx/lbpair/vhost_old.conf"}
+    assert difference.drifted == {NGINX_CONF.path}
+
+
+def test_only_the_services_whose_files_changed_reload() -> None:
+    assert LAYOUT.services_for(["/etc/nginx/lbpair/upstream_a_b.conf"]) == ["nginx"]
+    assert LAYOUT.services_for(["/etc/keepalived/keepalived.conf"]) == ["keepalived"]
+    assert LAYOUT.services_for(["/etc/nginx-extra/x.conf"]) == []
+    assert LAYOUT.services_for([NGINX_CONF.path, KEEPALIVED_CONF.path]) == ["nginx", "keepalived"]
+
+
+def test_vip_holder_is_rolled_out_last() -> None:
+    plans = [NodePlan(name, UnusedClient(), (NGINX_CONF,), "hash", "nginx-hash") for name in ("lb1", "lb2")]
+    observations = {
+        "lb1": observation({}, ("198.51.100.11/24", "198.51.100.10/24")),
+        "lb2": observation({}, ("198.51.100.12/24",)),
+    }
+
+    order = rollout_order(plans, observations, ["198.51.100.10"])
+
+    assert [plan.name for plan in order] == ["lb2", "lb1"]
