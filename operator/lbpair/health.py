@@ -1,4 +1,4 @@
-"""Pure: node observations -> the pair's health as users see it (holders, conditions, events).
+"""Pure: node observations -> the pair's health as users see it (VIP holders, conditions).
 
 Nothing here is assumed from what was pushed: the VIP holder is whoever has the address on an
 interface right now (`ip -o -4 addr`), the only source that also shows a VIP left behind by a crash.
@@ -89,7 +89,7 @@ def assess_pair(vips: Sequence[str], nodes: Sequence[NodeReport], rollout_proble
     unprogrammed = [node for node in nodes if not node.programmed]
 
     conditions = [
-        _ready(split, orphaned, serving_without_nginx, holders),
+        _ready(split, orphaned, serving_without_nginx, holders, unreachable),
         Condition(
             "Programmed",
             not unprogrammed and not rollout_problem,
@@ -120,9 +120,14 @@ def _ready(
     orphaned: list[str],
     serving_without_nginx: list[str],
     holders: Mapping[str, list[str]],
+    unreachable: list[str],
 ) -> Condition:
     if split:
         return Condition("Ready", False, "SplitBrain", f"VIP on more than one node: {', '.join(split)}")
+    if orphaned and unreachable:
+        # An unreachable node may hold it: what is known is only that no reachable node does.
+        detail = f"no reachable node holds {', '.join(orphaned)}; unreachable: {', '.join(unreachable)}"
+        return Condition("Ready", False, "HolderUnknown", detail)
     if orphaned:
         return Condition("Ready", False, "VIPNotHeld", f"no node holds {', '.join(orphaned)}")
     if serving_without_nginx:

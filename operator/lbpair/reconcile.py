@@ -8,7 +8,9 @@ operator restart all converge the same way, and a pass with nothing to change wr
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
+import logging
 import os
 import threading
 import time
@@ -19,7 +21,7 @@ from typing import Any, Literal
 
 from lbpair.health import Condition, NodeReport, PairHealth, assess_pair
 from lbpair.kube import KubeAPI, load_client_config
-from lbpair.model import GROUP, VERSION, SpecError, parse_pair, parse_upstream, parse_virtual_host
+from lbpair.model import SpecError, parse_pair, parse_upstream, parse_virtual_host
 from lbpair.model.desired import (
     BuildResult,
     ObjectKey,
@@ -46,17 +48,29 @@ from lbpair.nodes.operations import (
 )
 from lbpair.nodes.ssh import NodeConnections, SSHTarget
 from lbpair.render import RenderedNode, render_pair
-from lbpair.rollout import NodeLayout, NodePlan, RolledBackError, compare, roll_out_node, rollout_order
+from lbpair.rollout import (
+    Difference,
+    NodeLayout,
+    NodePlan,
+    RestoreFailedError,
+    RolledBackError,
+    compare,
+    roll_out_node,
+    rollout_order,
+)
 
-__all__ = ["GROUP", "VERSION"]
-
+log = logging.getLogger(__name__)
 PairKey = tuple[str, str]
 SecretLookup = Callable[[PairKey], Mapping[str, str] | None]
 LabelLookup = Callable[[str], Mapping[str, str] | None]
 # lastProbeTime alone does not justify a status write more often than this (etcd churn, GitOps noise).
 PROBE_TIME_REFRESH_SECONDS = 30.0
-# A config a node refused is not pushed again until the inputs change or this much time has passed.
+# A config a node refused is retried after this long, then twice as long each time, up to the maximum.
 RETRY_SECONDS = 60.0
+MAX_RETRY_SECONDS = 900.0
+# The status schema's limits (lbpair.model.status); a validator's output can be longer.
+CONDITION_MESSAGE_LIMIT = 32768
+NODE_MESSAGE_LIMIT = 1024
 VrrpStateName = Literal["Master", "Backup", "Fault", "Unknown"]
 VRRP_STATE_NAMES: dict[str, VrrpStateName] = {"MASTER": "Master", "BACKUP": "Backup", "FAULT": "Fault"}
 
@@ -105,6 +119,20 @@ class PassOutcome:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class FailedRollout:
+    """A config a node refused: not pushed again until the inputs change or a backoff has passed."""
+
+    config_hash: str
+    message: str
+    at: float  # time.monotonic()
+    attempts: int
+
+    def due(self) -> bool:
+        backoff = min(RETRY_SECONDS * (1 << (self.attempts - 1)), MAX_RETRY_SECONDS)
+        return time.monotonic() - self.at >= backoff
+
+
 @dataclass
 class PairMemory:
     """What the previous pass saw, so events fire on transitions only."""
@@ -121,8 +149,7 @@ class PairMemory:
     # deletion just removed. Once deleting, no pass touches the nodes again.
     lock: threading.Lock = field(default_factory=threading.Lock)
     deleting: bool = False
-    # node -> (config hash it refused, why, when): the same config is not retried on every pass.
-    failed_rollouts: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    failed_rollouts: dict[str, FailedRollout] = field(default_factory=dict)
     secrets: set[PairKey] = field(default_factory=set)
 
 
@@ -136,7 +163,7 @@ class Reconciler:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, _config: OperatorConfig) -> Reconciler:
+    def create(cls) -> Reconciler:
         load_client_config()
         return cls(KubeAPI(), NodeConnections())
 
@@ -160,7 +187,15 @@ class Reconciler:
         with memory.lock:
             if memory.deleting or metadata.get("deletionTimestamp"):
                 return PassOutcome()
-            return self._run_pass(key, int(metadata.get("generation") or 0), inputs, memory)
+            if not memory.last_status:
+                # After a restart, conditions keep their lastTransitionTime from what the API holds.
+                memory.last_status = dict(inputs.pair.get("status") or {})
+            try:
+                return self._run_pass(key, int(metadata.get("generation") or 0), inputs, memory)
+            except Exception:
+                # The loop must go on probing whatever went wrong in one pass; the next pass starts afresh.
+                log.exception("pass over LoadBalancerPair %s/%s failed", *key)
+                return PassOutcome([Event("Warning", "PassFailed", "internal error; see the operator log")])
 
     def _run_pass(self, key: PairKey, generation: int, inputs: Inputs, memory: PairMemory) -> PassOutcome:
         outcome = PassOutcome()
@@ -217,10 +252,9 @@ class Reconciler:
 
     def _clients(self, namespace: str, spec: PairSpec, secret_data: SecretLookup) -> dict[str, NodeClient]:
         reference = spec.ssh.private_key_secret_ref
-        data = secret_data((namespace, reference.name))
-        if data is None or reference.key not in data:
-            raise LookupError(f"Secret {namespace}/{reference.name} with key {reference.key!r} not found")
-        private_key = base64.b64decode(data[reference.key]).decode()
+        private_key = secret_value(secret_data, namespace, reference.name, reference.key)
+        if private_key is None:
+            raise LookupError(f"Secret {namespace}/{reference.name} has no usable key {reference.key!r}")
         return {
             node.name: self._connections.client(
                 SSHTarget(
@@ -263,50 +297,24 @@ class Reconciler:
         programmed: set[str] = set()
         rollout_problem = ""
         for plan in rollout_order(plans, observations, vip_addresses(spec)):
-            difference = compare(observations[plan.name], plan.files)
-            if not difference.changed:
+            difference = compare(observations[plan.name], plan)
+            if not difference.any:
                 programmed.add(plan.name)
                 continue
             if rollout_problem:
                 continue  # an earlier node failed: leave this one as it is
             refused = memory.failed_rollouts.get(plan.name)
-            if refused and refused[0] == plan.config_hash and time.monotonic() - refused[2] < RETRY_SECONDS:
-                rollout_problem = refused[1]
+            if refused and refused.config_hash == plan.config_hash and not refused.due():
+                rollout_problem = refused.message
                 continue
-            try:
-                roll_out_node(plan, difference, layout)
-            except NodeUnreachableError as error:
-                rollout_problem = f"{plan.name}: lost during rollout: {error}"
-                node_errors[plan.name] = str(error)
-                observations.pop(plan.name)
-            except (ValidationFailedError, RolledBackError) as error:
-                rolled_back = isinstance(error, RolledBackError)
-                rollout_problem = (
-                    f"{plan.name}: {'' if rolled_back else 'config rejected by the node: '}{error}"
-                )
-                memory.failed_rollouts[plan.name] = (plan.config_hash, rollout_problem, time.monotonic())
-                outcome.events.append(
-                    Event("Warning", "RolledBack" if rolled_back else "Rejected", rollout_problem)
-                )
-            except NodeError as error:
-                rollout_problem = f"{plan.name}: rollout failed: {error}"
-                memory.failed_rollouts[plan.name] = (plan.config_hash, rollout_problem, time.monotonic())
-                outcome.events.append(Event("Warning", "Rejected", rollout_problem))
-            else:
-                memory.failed_rollouts.pop(plan.name, None)
+            rollout_problem = self._roll_out(plan, difference, layout, memory, outcome)
+            if not rollout_problem:
                 programmed.add(plan.name)
-                if difference.drifted:
-                    outcome.events.append(
-                        Event(
-                            "Warning",
-                            "DriftReverted",
-                            f"{plan.name}: reverted hand edits of {', '.join(sorted(difference.drifted))}",
-                        )
-                    )
-                outcome.events.append(
-                    Event("Normal", "Applied", f"{plan.name}: applied config {plan.config_hash[:12]}")
-                )
+            try:
                 observations[plan.name] = observe_node(plan.client, layout.units)
+            except NodeError as error:
+                node_errors[plan.name] = str(error)
+                observations.pop(plan.name, None)
         reports = [
             NodeReport(
                 name=name,
@@ -319,10 +327,49 @@ class Reconciler:
         ]
         return reports, rollout_problem
 
+    def _roll_out(
+        self,
+        plan: NodePlan,
+        difference: Difference,
+        layout: NodeLayout,
+        memory: PairMemory,
+        outcome: PassOutcome,
+    ) -> str:
+        """Roll out one node; returns what went wrong ('' if nothing) and records events."""
+        try:
+            roll_out_node(plan, difference, layout)
+        except NodeUnreachableError as error:
+            return f"{plan.name}: lost during rollout: {error}"
+        except NodeError as error:
+            reason, prefix = {
+                ValidationFailedError: ("Rejected", "config rejected by the node: "),
+                RolledBackError: ("RolledBack", ""),
+                RestoreFailedError: ("RestoreFailed", ""),
+            }.get(type(error), ("Rejected", "rollout failed: "))
+            message = _truncate(f"{plan.name}: {prefix}{error}")
+            previous = memory.failed_rollouts.get(plan.name)
+            attempts = previous.attempts + 1 if previous and previous.config_hash == plan.config_hash else 1
+            memory.failed_rollouts[plan.name] = FailedRollout(
+                plan.config_hash, message, time.monotonic(), attempts
+            )
+            if attempts == 1:  # the same config failing again is not news
+                outcome.events.append(Event("Warning", reason, message))
+            return message
+        memory.failed_rollouts.pop(plan.name, None)
+        if difference.drifted:
+            drifted = ", ".join(sorted(difference.drifted))
+            outcome.events.append(
+                Event("Warning", "DriftReverted", f"{plan.name}: reverted hand edits of {drifted}")
+            )
+        outcome.events.append(
+            Event("Normal", "Applied", f"{plan.name}: applied config {plan.config_hash[:12]}")
+        )
+        return ""
+
     def _note_transitions(self, health: PairHealth, memory: PairMemory, outcome: PassOutcome) -> None:
         for vip, holders in health.holders.items():
             before = memory.holders.get(vip)
-            if before and holders and len(holders) == 1 and before != holders:
+            if before and len(before) == 1 and len(holders) == 1 and before != holders:
                 outcome.events.append(
                     Event(
                         "Warning", "FailoverDetected", f"{vip} moved from {'+'.join(before)} to {holders[0]}"
@@ -356,9 +403,20 @@ class Reconciler:
         if memory.problem != message:
             outcome.events.append(Event("Warning", "Rejected", message))
         memory.problem = message
-        condition = Condition("Programmed", False, reason, message)
-        ready = Condition("Ready", False, reason, message)
-        self._patch_pair_status(key, generation, memory, {"conditions": [ready, condition]})
+        # Nothing can be probed without a usable spec or key: the rest of the status stays as last seen.
+        last_seen = [
+            Condition(c["type"], c["status"] == "True", c["reason"], c.get("message", ""))
+            for c in memory.last_status.get("conditions", [])
+            if c["type"] not in ("Ready", "Programmed")
+        ]
+        conditions = [
+            Condition("Ready", False, reason, message),
+            Condition("Programmed", False, reason, message),
+        ]
+        fields = {
+            k: v for k, v in memory.last_status.items() if k not in ("conditions", "observedGeneration")
+        }
+        self._patch_pair_status(key, generation, memory, {**fields, "conditions": conditions + last_seen})
 
     def _write_pair_status(
         self, key: PairKey, generation: int, spec: PairSpec, health: PairHealth, memory: PairMemory
@@ -380,7 +438,7 @@ class Reconciler:
                     keepalived_running=bool(observation and observation.running("keepalived")),
                     applied_config_hash=memory.applied_hashes.get(report.name, ""),
                     last_probe_time=now,
-                    message=report.error,
+                    message=_truncate(report.error, NODE_MESSAGE_LIMIT),
                 )
             )
         fields = {
@@ -537,11 +595,15 @@ def parse_attached(inputs: Inputs) -> tuple[list[Upstream], list[VirtualHost], l
     return upstreams, virtual_hosts, invalid
 
 
-def _secret_value(secret_data: SecretLookup, namespace: str, name: str, key: str) -> str | None:
+def secret_value(secret_data: SecretLookup, namespace: str, name: str, key: str) -> str | None:
+    """A Secret's value as text; None when the Secret or key is missing or the value is not UTF-8 text."""
     data = secret_data((namespace, name))
     if data is None or key not in data:
         return None
-    return base64.b64decode(data[key]).decode()
+    try:
+        return base64.b64decode(data[key], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def resolve_secrets(
@@ -552,14 +614,14 @@ def resolve_secrets(
     auth_pass = None
     if authentication is not None:
         reference = authentication.secret_ref
-        auth_pass = _secret_value(secret_data, pair.metadata.namespace, reference.name, reference.key)
+        auth_pass = secret_value(secret_data, pair.metadata.namespace, reference.name, reference.key)
     tls: dict[tuple[str, str], TlsMaterial] = {}
     for virtual_host in virtual_hosts:
         if virtual_host.spec.tls is None:
             continue
         namespace, name = virtual_host.metadata.namespace, virtual_host.spec.tls.secret_name
-        certificate = _secret_value(secret_data, namespace, name, "tls.crt")
-        private_key = _secret_value(secret_data, namespace, name, "tls.key")
+        certificate = secret_value(secret_data, namespace, name, "tls.crt")
+        private_key = secret_value(secret_data, namespace, name, "tls.key")
         if certificate is not None and private_key is not None:
             tls[(namespace, name)] = TlsMaterial(certificate, private_key)
     return SecretValues(vrrp_auth_pass=auth_pass, tls=tls)
@@ -590,8 +652,8 @@ def layout_of(spec: PairSpec) -> NodeLayout:
     return NodeLayout(
         nginx_service=profile.nginx_service,
         keepalived_service=profile.keepalived_service,
-        nginx_root=profile.nginx_config_path.rsplit("/", 1)[0],
-        keepalived_root=profile.keepalived_config_path.rsplit("/", 1)[0],
+        nginx_config_path=profile.nginx_config_path,
+        keepalived_config_path=profile.keepalived_config_path,
         status_port=profile.nginx_status_port,
         directories=(profile.nginx_cache_dir,),
     )
@@ -615,6 +677,10 @@ def observe_all(
         except NodeError as error:
             errors[name] = str(error)
     return observations, errors
+
+
+def _truncate(message: str, limit: int = CONDITION_MESSAGE_LIMIT) -> str:
+    return message if len(message) <= limit else message[: limit - 15] + " ...(truncated)"
 
 
 def _vrrp_state(observation: NodeObservation | None) -> VrrpStateName:
@@ -647,7 +713,7 @@ def _condition_status(
         type=condition.type,
         status=status,
         reason=condition.reason,
-        message=condition.message,
+        message=_truncate(condition.message),
         last_transition_time=transition_time,
         observed_generation=generation,
     )

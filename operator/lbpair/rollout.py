@@ -1,9 +1,11 @@
 """Roll a rendered config out to the pair: backup node first, VIP holder last, one node at a time.
 
 Per node: compare hashes (no change: no write, no reload) -> stage -> validate (nginx -t, keepalived -t on
-the staged tree) -> swap -> reload (never restart) -> verify the new config is what nginx serves. A failure
-before the swap changes nothing; a failure after it restores the last-known-good files on that node. Either
-way the rollout stops there, so the other node keeps serving the old config.
+the staged tree) -> swap -> reload (never restart) -> verify the new config is what nginx serves -> record
+it as live. A failure before the swap changes nothing; a failure from the swap on restores the
+last-known-good files on that node. Either way the rollout stops there, so the other node keeps serving
+the old config. A node whose files are right but whose services were never verified on them (the operator
+stopped between swap and reload) is reloaded and verified again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lbpair.nodes.operations import (
     ManagedFile,
     apply_reload,
     apply_staged,
+    mark_live,
     observe_node,
     observe_served_hash,
     push_bundle,
@@ -37,14 +40,22 @@ class NodeLayout:
 
     nginx_service: str
     keepalived_service: str
-    nginx_root: str
-    keepalived_root: str
+    nginx_config_path: str
+    keepalived_config_path: str
     status_port: int
     directories: tuple[str, ...] = ()  # created before validation: nginx makes only the last level
 
     @property
     def units(self) -> tuple[str, str]:
         return (self.nginx_service, self.keepalived_service)
+
+    @property
+    def nginx_root(self) -> str:
+        return posixpath.dirname(self.nginx_config_path)
+
+    @property
+    def keepalived_root(self) -> str:
+        return posixpath.dirname(self.keepalived_config_path)
 
     @property
     def roots(self) -> tuple[str, str]:
@@ -80,14 +91,20 @@ class NodePlan:
 class Difference:
     changed: frozenset[str]  # paths whose live content differs from the desired (added, changed or stale)
     drifted: frozenset[str]  # of those, paths edited on the node since the operator wrote them
+    unverified: bool = False  # the files are right, but the services were not verified to run them
+
+    @property
+    def any(self) -> bool:
+        return bool(self.changed) or self.unverified
 
 
-def compare(observation: NodeObservation, files: Sequence[ManagedFile]) -> Difference:
-    desired = {managed.path: managed.sha256 for managed in files}
+def compare(observation: NodeObservation, plan: NodePlan) -> Difference:
+    desired = {managed.path: managed.sha256 for managed in plan.files}
     live = {path: state.actual_sha256 for path, state in observation.managed_files.items()}
     changed = {path for path in desired.keys() | live.keys() if desired.get(path) != live.get(path)}
     drifted = {path for path, state in observation.managed_files.items() if state.drifted}
-    return Difference(frozenset(changed), frozenset(drifted & changed))
+    unverified = not changed and observation.live_hash != plan.config_hash
+    return Difference(frozenset(changed), frozenset(drifted & changed), unverified)
 
 
 def rollout_order(
@@ -107,19 +124,37 @@ class RolledBackError(NodeError):
     """The new config went live on a node but failed there; the last-known-good files were restored."""
 
 
+class RestoreFailedError(NodeError):
+    """The new config failed on a node and putting the last-known-good files back failed too."""
+
+
 def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout) -> None:
-    """Apply `plan` on its node; raises ValidationFailedError (nothing changed) or RolledBackError."""
+    """Apply `plan` on its node.
+
+    Raises ValidationFailedError (nothing changed on the node), RolledBackError (it was restored),
+    RestoreFailedError (it is in an unknown state), or NodeUnreachableError before anything changed.
+    """
     client = plan.client
-    services = layout.services_for(difference.changed)
-    push_bundle(client, plan.files, layout.directories)
-    validate_staged(client, layout.roots)
-    apply_staged(client)
+    services = layout.services_for(difference.changed) if difference.changed else list(layout.units)
+    if difference.changed:
+        push_bundle(client, plan.files, layout.directories)
+        validate_staged(client, (layout.nginx_config_path, layout.keepalived_config_path), layout.roots)
     try:
+        if difference.changed:
+            apply_staged(client)
         apply_reload(client, services)
         verify_node(client, plan.nginx_hash, layout)
+        mark_live(client, plan.config_hash)
     except NodeError as error:
-        restore_last_good(client)
-        apply_reload(client, services)
+        if not difference.changed:
+            raise  # nothing was swapped: there is nothing to restore
+        try:
+            restore_last_good(client)
+            apply_reload(client, services)
+        except NodeError as restore_error:
+            raise RestoreFailedError(
+                f"{plan.name}: {error}; restoring the last-known-good config failed too: {restore_error}"
+            ) from error
         raise RolledBackError(f"{plan.name}: {error}; restored the last-known-good config") from error
 
 

@@ -29,6 +29,7 @@ from testbed.lab import Lab
 pytestmark = pytest.mark.e2e
 
 ROOTS = ("/etc/nginx", "/etc/keepalived")
+CONFIG_PATHS = ("/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf")
 STATUS_PORT = 18081
 KEEPALIVED_CONF = b"""global_defs {
     router_id agent-test
@@ -80,7 +81,7 @@ def lb1(lab: Lab) -> Iterator[SSHNodeClient]:
 
 def roll_out(client: SSHNodeClient, files: list[ManagedFile]) -> None:
     push_bundle(client, files)
-    validate_staged(client, ROOTS)
+    validate_staged(client, CONFIG_PATHS, ROOTS)
     apply_staged(client)
     apply_reload(client, ["nginx"])
 
@@ -120,7 +121,7 @@ def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
 
     push_bundle(lb1, broken)
     with pytest.raises(ValidationFailedError, match=r"nginx.conf:2"):
-        validate_staged(lb1, ROOTS)
+        validate_staged(lb1, CONFIG_PATHS, ROOTS)
 
     assert lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout.encode() == nginx_conf("good")
     assert observe_served_hash(lb1, STATUS_PORT) == "good"

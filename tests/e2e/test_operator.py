@@ -146,19 +146,21 @@ def test_both_nodes_run_the_rendered_config_and_status_reports_its_hash(deployme
     nodes = {node["name"]: node for node in deployment.pair()["status"]["nodes"]}
 
     for name in ("lb1", "lb2"):
-        served = deployment.lab.exec(
-            name, "curl", "-s", "http://127.0.0.1:18099/lbpair/config-hash"
-        ).stdout.strip()
         assert (nodes[name]["reachable"], nodes[name]["nginxRunning"], nodes[name]["keepalivedRunning"]) == (
             True,
             True,
             True,
         )
-        assert len(nodes[name]["appliedConfigHash"]) == 64
-        assert len(served) == 64
-        assert "server 198.18.0.11:80" in deployment.node_file(
-            name, f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf"
-        )
+        # What the node recorded as verified live after its reload is what status reports.
+        assert deployment.node_file(name, "/var/lib/lbpair/live").strip() == nodes[name]["appliedConfigHash"]
+        upstream = deployment.node_file(name, f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
+        assert "server 198.18.0.11:80" in upstream
+    served = {
+        name: deployment.lab.exec(name, "curl", "-s", "http://127.0.0.1:18099/lbpair/config-hash").stdout
+        for name in ("lb1", "lb2")
+    }
+    assert served["lb1"] == served["lb2"]  # identical nginx config on both nodes, as in the seed
+    assert nodes["lb1"]["appliedConfigHash"] != nodes["lb2"]["appliedConfigHash"]  # keepalived differs
     assert (nodes["lb1"]["vrrpState"], nodes["lb2"]["vrrpState"]) == ("Master", "Backup")
     assert nodes["lb1"]["vipsHeld"] == [VIP]
 
@@ -326,13 +328,14 @@ def test_operator_restart_pushes_nothing_when_nothing_changed(deployment: Deploy
     applied_before = len(deployment.events("Applied"))
 
     deployment.operator.stop()
+    log_offset = len(deployment.operator.log())
     deployment.operator.start()
     wait_for(
-        lambda: "converge" in deployment.operator.log() and deployment.operator.running(),
+        lambda: "Authentication (publickey) successful" in deployment.operator.log_lines_since(log_offset),
         timeout=30,
-        what="restart",
+        what="the restarted operator logged in to the nodes",
     )
-    time.sleep(5)  # several probe intervals: any push would have happened by now
+    time.sleep(5)  # several probe intervals after its first pass: any push would have happened by now
 
     assert [event["message"] for event in deployment.events("Applied")][applied_before:] == []
     assert {
@@ -370,6 +373,33 @@ def test_unreachable_node_is_reported_the_other_is_still_reconciled_and_it_recov
     deployment.wait_ready(timeout=90)
     assert "198.18.0.11" not in deployment.node_file("lb2", upstream_file)
     assert deployment.events("NodeRecovered")
+
+
+def test_wrong_pinned_host_key_is_refused_and_reported(deployment: Deployment) -> None:
+    nodes = deployment.pair()["spec"]["nodes"]
+    impostor_key = deployment.lab.host_key("lb1")  # lb2 claims to have lb1's key: not the key lb2 presents
+    patch = [{"op": "replace", "path": "/spec/nodes/1/hostKey", "value": impostor_key}]
+    assert nodes[1]["name"] == "lb2"
+    try:
+        deployment.kubectl("patch", "lbpair", PAIR, "--type=json", "-p", json.dumps(patch))
+        lb2 = wait_for(
+            lambda: next(
+                (
+                    n
+                    for n in deployment.pair()["status"]["nodes"]
+                    if n["name"] == "lb2" and not n["reachable"]
+                ),
+                None,
+            ),
+            timeout=30,
+            what="lb2 unreachable in status",
+        )
+        assert "refusing to connect" in lb2["message"]
+        assert deployment.condition("Degraded")["reason"] == "NodeUnreachable"
+    finally:
+        restore = [{"op": "replace", "path": "/spec/nodes/1/hostKey", "value": nodes[1]["hostKey"]}]
+        deployment.kubectl("patch", "lbpair", PAIR, "--type=json", "-p", json.dumps(restore))
+    deployment.wait_ready()
 
 
 def test_split_brain_is_detected_and_reported(deployment: Deployment) -> None:

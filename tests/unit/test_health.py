@@ -76,3 +76,13 @@ def test_holder_without_nginx_is_not_ready_and_no_holder_is_an_outage() -> None:
     assert conditions(nginx_down)["Degraded"] == (True, "NodeUnhealthy")
     assert nobody.holder_summary == f"{VIP}=none"
     assert conditions(nobody)["Ready"] == (False, "VIPNotHeld")
+
+
+def test_no_reachable_holder_with_a_node_unreachable_says_the_holder_is_unknown() -> None:
+    unreachable = NodeReport(name="lb1", observation=None, error="timed out")
+
+    health = assess_pair([VIP], [unreachable, observed("lb2", holds_vip=False)])
+    ready = next(c for c in health.conditions if c.type == "Ready")
+
+    assert (ready.status, ready.reason) == (False, "HolderUnknown")
+    assert "unreachable: lb1" in ready.message

@@ -23,6 +23,8 @@ keepalived inactive
 aaaa bbbb /etc/nginx/nginx.conf
 cccc cccc /etc/nginx/lbpair.d/www.conf
 dddd missing /etc/keepalived/keepalived.conf
+== live
+0123abcd
 == vrrp
 [{"data":{"iname":"VI_1","state":2,"effective_priority":150},"stats":{}}]
 """
@@ -32,6 +34,7 @@ def test_probe_reports_vip_services_files_and_vrrp_state() -> None:
     observation = parse_probe(PROBE_OUTPUT)
 
     assert observation.hostname == "lb1"
+    assert observation.live_hash == "0123abcd"
     assert observation.running("nginx")
     assert not observation.running("keepalived")
     assert observation.holds(ipaddress.IPv4Address("198.51.100.10"))

@@ -12,20 +12,23 @@ from lbpair.rollout import NodeLayout, NodePlan, compare, rollout_order
 LAYOUT = NodeLayout(
     nginx_service="nginx",
     keepalived_service="keepalived",
-    nginx_root="/etc/nginx",
-    keepalived_root="/etc/keepalived",
+    nginx_config_path="/etc/nginx/nginx.conf",
+    keepalived_config_path="/etc/keepalived/keepalived.conf",
     status_port=18099,
 )
 NGINX_CONF = ManagedFile("/etc/nginx/nginx.conf", b"events {}\n")
 KEEPALIVED_CONF = ManagedFile("/etc/keepalived/keepalived.conf", b"global_defs {}\n")
 
 
-def observation(files: dict[str, ManagedFileState], addresses: tuple[str, ...] = ()) -> NodeObservation:
+def observation(
+    files: dict[str, ManagedFileState], addresses: tuple[str, ...] = (), live_hash: str = ""
+) -> NodeObservation:
     return NodeObservation(
         hostname="lb",
         services={"nginx": True, "keepalived": True},
         addresses=frozenset(ipaddress.IPv4Interface(address) for address in addresses),
         managed_files=files,
+        live_hash=live_hash,
     )
 
 
@@ -39,12 +42,26 @@ class UnusedClient:
         raise AssertionError("pure code must not talk to a node")
 
 
-def test_identical_files_need_no_push() -> None:
+PLAN = NodePlan("lb1", UnusedClient(), (NGINX_CONF, KEEPALIVED_CONF), "config-hash", "nginx-hash")
+
+
+def test_identical_files_running_verified_need_no_push() -> None:
     live = {f.path: ManagedFileState(f.sha256, f.sha256) for f in (NGINX_CONF, KEEPALIVED_CONF)}
 
-    difference = compare(observation(live), [NGINX_CONF, KEEPALIVED_CONF])
+    difference = compare(observation(live, live_hash="config-hash"), PLAN)
+
+    assert not difference.any
+
+
+def test_identical_files_never_verified_live_need_a_reload() -> None:
+    # E.g. the operator stopped between swapping the files and reloading the services.
+    live = {f.path: ManagedFileState(f.sha256, f.sha256) for f in (NGINX_CONF, KEEPALIVED_CONF)}
+
+    difference = compare(observation(live, live_hash=""), PLAN)
 
     assert difference.changed == frozenset()
+    assert difference.unverified
+    assert difference.any
 
 
 def test_changed_stale_and_hand_edited_files_are_told_apart() -> None:
@@ -53,7 +70,7 @@ def test_changed_stale_and_hand_edited_files_are_told_apart() -> None:
         "/etc/nginx/lbpair/vhost_old.conf": ManagedFileState("x", "x"),
     }
 
-    difference = compare(observation(live), [NGINX_CONF, KEEPALIVED_CONF])
+    difference = compare(observation(live), PLAN)
 
     assert difference.changed == {NGINX_CONF.path, KEEPALIVED_CONF.path, "/etc/nginx/lbpair/vhost_old.conf"}
     assert difference.drifted == {NGINX_CONF.path}

@@ -19,15 +19,8 @@ from typing import Any
 
 import kopf
 
-from lbpair.reconcile import (
-    GROUP,
-    VERSION,
-    Inputs,
-    OperatorConfig,
-    PairKey,
-    Reconciler,
-    pair_key_of_attached,
-)
+from lbpair.model import GROUP, VERSION
+from lbpair.reconcile import Inputs, OperatorConfig, PairKey, Reconciler, pair_key_of_attached
 
 FINALIZER = f"{GROUP}/cleanup"
 
@@ -52,7 +45,7 @@ class Wakeups:
         self._events.pop(key, None)
 
 
-@kopf.on.startup()
+@kopf.on.startup(id="configure")
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -62,11 +55,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     config = OperatorConfig.from_environment()
     memo.config = config
-    memo.reconciler = await asyncio.to_thread(Reconciler.create, config)
+    memo.reconciler = await asyncio.to_thread(Reconciler.create)
+    memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
 
 
-@kopf.on.cleanup()
+@kopf.on.cleanup(id="close-connections")
 async def close_connections(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.to_thread(memo.reconciler.close)
 
@@ -74,26 +68,26 @@ async def close_connections(memo: kopf.Memo, **_: Any) -> None:
 # Indexes: the in-memory views a pass renders from.
 
 
-@kopf.index(GROUP, VERSION, "upstreams")
+@kopf.index(GROUP, VERSION, "upstreams", id="upstreams_by_pair")
 def upstreams_by_pair(
     body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[PairKey, Any]:
     return {pair_key_of_attached(namespace or "", spec): dict(body)}
 
 
-@kopf.index(GROUP, VERSION, "virtualhosts")
+@kopf.index(GROUP, VERSION, "virtualhosts", id="virtualhosts_by_pair")
 def virtualhosts_by_pair(
     body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[PairKey, Any]:
     return {pair_key_of_attached(namespace or "", spec): dict(body)}
 
 
-@kopf.index("", "v1", "secrets")
+@kopf.index("", "v1", "secrets", id="secrets_by_name")
 def secrets_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[PairKey, Any]:
     return {(namespace or "", name): dict(body.get("data") or {})}
 
 
-@kopf.index("", "v1", "namespaces")
+@kopf.index("", "v1", "namespaces", id="namespace_labels")
 def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     return {name: dict(labels)}
 
@@ -101,19 +95,19 @@ def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]
 # Changes to what a pair uses wake its loop.
 
 
-@kopf.on.event(GROUP, VERSION, "upstreams")
-@kopf.on.event(GROUP, VERSION, "virtualhosts")
+@kopf.on.event(GROUP, VERSION, "upstreams", id="upstream-changed")
+@kopf.on.event(GROUP, VERSION, "virtualhosts", id="virtualhost-changed")
 async def attached_changed(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
     memo.wakeups.wake(pair_key_of_attached(namespace or "", spec))
 
 
-@kopf.on.event("", "v1", "secrets")
+@kopf.on.event("", "v1", "secrets", id="secret-changed")
 async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     for key in memo.reconciler.pairs_using_secret(namespace or "", name):
         memo.wakeups.wake(key)
 
 
-@kopf.on.event("", "v1", "namespaces")
+@kopf.on.event("", "v1", "namespaces", id="namespace-changed")
 async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
     # Label changes can admit or evict attached objects of pairs with a namespace selector.
     memo.wakeups.wake_all()
@@ -189,6 +183,10 @@ async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     problem = await asyncio.to_thread(
         memo.reconciler.remove_from_nodes, dict(body), Indexes(kwargs).lookup("secrets_by_name")
     )
+    key = (body.metadata.namespace or "", body.metadata.name or "")
     if problem:
-        kopf.event(body, type="Warning", reason="CleanupPending", message=problem)
+        if memo.cleanup_messages.get(key) != problem:  # one event per distinct problem, not per retry
+            kopf.event(body, type="Warning", reason="CleanupPending", message=problem)
+        memo.cleanup_messages[key] = problem
         raise kopf.TemporaryError(problem, delay=10)
+    memo.cleanup_messages.pop(key, None)

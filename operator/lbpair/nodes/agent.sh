@@ -1,14 +1,16 @@
 # lbpair node agent. The operator runs it over SSH as `sh -s -- COMMAND [ARGS]` with this script on
-# stdin, so nothing has to be installed on a node beyond sshd, nginx and keepalived. POSIX sh; every
-# path it is given comes from the operator's validated model. Output is plain text the operator parses.
+# stdin, so nothing has to be installed on a node beyond sshd, nginx, keepalived and the base system
+# (sh, bash for /dev/tcp, coreutils, util-linux). Every path it is given comes from the operator's
+# validated model. Output is plain text the operator parses.
 #
-# State on the node ($LBPAIR_STATE, default /var/lib/lbpair):
+# State on the node ($LBPAIR_STATE; the operator always passes it):
 #   manifest         "MODE SHA256 PATH" for every file the operator manages (the applied config)
+#   live             the config hash the services were last verified to run (written by mark-live)
 #   stage/           the bundle being rolled out: files/ mirrors absolute paths, manifest beside it
 #   backup/          the last-known-good files replaced by the latest swap, to restore on failure
 #   original/        what the first swap replaced (the node's own files), put back by `uninstall`
 set -eu
-state=${LBPAIR_STATE:-/var/lib/lbpair}
+state=$LBPAIR_STATE
 stage=$state/stage
 backup=$state/backup
 command=$1
@@ -48,12 +50,15 @@ probe() {
             printf '%s %s %s\n' "$recorded" "$actual" "$path"
         done <"$state/manifest"
     fi
+    section live
+    cat "$state/live" 2>/dev/null || true
     section vrrp
     # keepalived writes its state as JSON on a signal; ~10-15 ms, and the only live view of VRRP state.
     pid=$(cat /run/keepalived.pid 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         rm -f /tmp/keepalived.json
-        kill -s "$(keepalived --signum=JSON)" "$pid"
+        # keepalived may exit between the check and the signal: that is a probe result, not a probe failure.
+        kill -s "$(keepalived --signum=JSON)" "$pid" 2>/dev/null || true
         tries=0
         until [ -s /tmp/keepalived.json ] && [ "$(tail -c 2 /tmp/keepalived.json | tr -d '\n')" = "]" ]; do
             tries=$((tries + 1))
@@ -65,9 +70,13 @@ probe() {
     fi
 }
 
-# validate ROOT...: check the staged config exactly as it will be live, without touching the live tree.
-# A private mount namespace shows a copy of each ROOT with the staged files laid over it at its real path.
+# validate NGINX_CONF KEEPALIVED_CONF ROOT...: check the staged config exactly as it will be live, without
+# touching the live tree. A private mount namespace shows a copy of each ROOT with the staged files laid
+# over it at its real path.
 validate() {
+    nginx_conf=$1
+    keepalived_conf=$2
+    shift 2
     view=$stage/view
     rm -rf "$view"
     binds=""
@@ -78,7 +87,7 @@ validate() {
     done
     stale_paths | while read -r path; do rm -f "$view$path"; done
     cp -a "$stage/files/." "$view/"
-    unshare --mount sh -c "$binds nginx -t -q && keepalived -t -f /etc/keepalived/keepalived.conf" 2>&1
+    unshare --mount sh -c "$binds nginx -t -q -c '$nginx_conf' && keepalived -t -f '$keepalived_conf'" 2>&1
 }
 
 # save_files DIR PATH...: copy each existing PATH under DIR, list the absent ones in DIR/absent.
@@ -105,6 +114,8 @@ put_back() {
     while read -r path; do rm -f "$path"; done <"$1/absent"
 }
 
+# swap: two phases, so a failure half-way never leaves old and new files mixed under one manifest:
+# first every new file is copied next to its target, then all are renamed into place.
 swap() {
     # shellcheck disable=SC2046 # paths are validated identifiers without spaces
     set -- $({ manifest_paths "$state/manifest"; manifest_paths "$stage/manifest"; } | sort -u)
@@ -112,13 +123,25 @@ swap() {
     rm -rf "$backup"
     save_files "$backup" "$@"
     if [ -f "$state/manifest" ]; then cp -p "$state/manifest" "$backup/manifest"; else : >"$backup/manifest"; fi
-    manifest_paths "$stage/manifest" | while read -r path; do install_file "$stage/files$path" "$path"; done
+    rm -f "$state/live"
+    manifest_paths "$stage/manifest" | while read -r path; do
+        mkdir -p "$(dirname "$path")"
+        cp -p "$stage/files$path" "$path.lbpair-new"
+    done
+    manifest_paths "$stage/manifest" | while read -r path; do mv -f "$path.lbpair-new" "$path"; done
     stale_paths | while read -r path; do rm -f "$path"; done
     cp "$stage/manifest" "$state/manifest"
 }
 
+# mark-live HASH: the services run this config (verified by the operator after the reload).
+mark_live() {
+    printf '%s\n' "$1" >"$state/live.new"
+    mv -f "$state/live.new" "$state/live"
+}
+
 restore() {
     [ -d "$backup" ] || { echo "no backup to restore" >&2; exit 1; }
+    rm -f "$state/live"
     put_back "$backup"
     cp "$backup/manifest" "$state/manifest"
 }
@@ -162,6 +185,7 @@ validate) validate "$@" ;;
 swap) swap ;;
 restore) restore ;;
 uninstall) uninstall ;;
+mark-live) mark_live "$1" ;;
 reload) reload "$@" ;;
 stop) stop "$@" ;;
 served-hash) served_hash "$@" ;;

@@ -38,6 +38,7 @@ class NodeObservation:
     addresses: frozenset[ipaddress.IPv4Interface]
     managed_files: dict[str, ManagedFileState]
     vrrp: tuple[VrrpInstanceState, ...] = field(default=())
+    live_hash: str = ""  # the config hash the services were last verified to run ("" after a swap)
 
     def holds(self, vip: ipaddress.IPv4Address) -> bool:
         return any(interface.ip == vip for interface in self.addresses)
@@ -109,4 +110,5 @@ def parse_probe(text: str) -> NodeObservation:
         addresses=parse_addresses(sections.get("addresses", [])),
         managed_files=parse_managed_files(sections.get("files", [])),
         vrrp=parse_vrrp(sections.get("vrrp", [])),
+        live_hash=(sections.get("live") or [""])[0].strip(),
     )

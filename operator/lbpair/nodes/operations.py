@@ -71,7 +71,10 @@ def observe_node(
     """Probe a node; `units` are the nginx and keepalived service names, reported as "nginx"/"keepalived"."""
     # A probe takes ~50 ms; a short timeout notices a node that died under an open connection quickly.
     result = _agent(client, "probe", *units, state_dir=state_dir, timeout=PROBE_TIMEOUT_SECONDS)
-    return parse_probe(_checked(result, "probe").stdout)
+    try:
+        return parse_probe(_checked(result, "probe").stdout)
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise NodeError(f"unreadable probe output: {error}") from error
 
 
 def push_bundle(
@@ -88,8 +91,14 @@ def push_bundle(
     _checked(client.run(command, stdin=build_bundle(files)), "staging files")
 
 
-def validate_staged(client: NodeClient, roots: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
-    result = _agent(client, "validate", *sorted(roots), state_dir=state_dir, timeout=60.0)
+def validate_staged(
+    client: NodeClient,
+    config_paths: tuple[str, str],
+    roots: Iterable[str],
+    state_dir: str = DEFAULT_STATE_DIR,
+) -> None:
+    """nginx -t and keepalived -t (on `config_paths`: nginx.conf, keepalived.conf) over the staged files."""
+    result = _agent(client, "validate", *config_paths, *sorted(roots), state_dir=state_dir, timeout=60.0)
     if not result.ok:
         raise ValidationFailedError((result.stdout + result.stderr).strip())
 
@@ -100,7 +109,14 @@ def apply_staged(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None
 
 
 def apply_reload(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
-    _checked(_agent(client, "reload", *sorted(services), state_dir=state_dir), "reload")
+    """Reload (or start) the services in the order given: nginx before keepalived, so a VIP never moves
+    to a node whose nginx does not have the new config yet."""
+    _checked(_agent(client, "reload", *services, state_dir=state_dir), "reload")
+
+
+def mark_live(client: NodeClient, config_hash: str, state_dir: str = DEFAULT_STATE_DIR) -> None:
+    """Record on the node that its services run `config_hash` (after the operator verified it)."""
+    _checked(_agent(client, "mark-live", config_hash, state_dir=state_dir), "recording the live config")
 
 
 def apply_stop(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:

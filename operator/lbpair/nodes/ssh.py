@@ -15,7 +15,7 @@ import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import paramiko
 
@@ -33,7 +33,7 @@ class SSHTarget:
     port: int
     user: str
     host_key: str
-    private_key_pem: str
+    private_key_pem: str = field(repr=False)
     sudo: bool = False
     connect_timeout: float = 5.0
 
@@ -60,10 +60,17 @@ def _load_private_key(pem: str) -> paramiko.PKey:
     raise NodeUnreachableError("private key is not a usable Ed25519, ECDSA or RSA key: " + "; ".join(errors))
 
 
+def _host_key_algorithms(openssh_key_line: str) -> tuple[str, ...]:
+    key_type = openssh_key_line.split(maxsplit=1)[0]
+    # An RSA key signs with SHA-2 algorithms that carry their own names.
+    return ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa") if key_type == "ssh-rsa" else (key_type,)
+
+
 def _check_pinned_host_key(target: SSHTarget, presented: paramiko.PKey) -> None:
     """Compare before authenticating, so no credential is ever offered to an impostor."""
     presented_line = f"{presented.get_name()} {presented.get_base64()}"
-    if target.host_key.split()[:2] != presented_line.split():
+    # The base64 blob encodes the key type as well as the key.
+    if target.host_key.split()[1] != presented.get_base64():
         raise HostKeyMismatchError(
             f"{target.address}:{target.port} presented host key {host_key_fingerprint(presented_line)}, "
             f"but {host_key_fingerprint(target.host_key)} is pinned; refusing to connect"
@@ -82,6 +89,7 @@ class SSHNodeClient:
 
     def _connect(self) -> paramiko.Transport:
         target = self._target
+        private_key = _load_private_key(target.private_key_pem)  # before any socket exists to leak
         try:
             sock = socket.create_connection((target.address, target.port), timeout=target.connect_timeout)
         except OSError as error:
@@ -89,10 +97,12 @@ class SSHNodeClient:
         # Without TCP_NODELAY every command waits ~40 ms for delayed ACKs.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
+        # Negotiate the pinned key's type, so a node with several host keys presents the pinned one.
+        transport.get_security_options().key_types = _host_key_algorithms(target.host_key)
         try:
             transport.start_client(timeout=target.connect_timeout)
             _check_pinned_host_key(target, transport.get_remote_server_key())
-            transport.auth_publickey(target.user, _load_private_key(target.private_key_pem))
+            transport.auth_publickey(target.user, private_key)
         except HostKeyMismatchError:
             transport.close()
             raise
@@ -163,21 +173,28 @@ def _run_on_channel(channel: paramiko.Channel, command: str, stdin: bytes, timeo
 
 
 class NodeConnections:
-    """Persistent clients keyed by target identity, shared by every reconcile of the process."""
+    """Persistent clients shared by every reconcile of the process: one per node endpoint, replaced (and
+    the old session closed) when anything that shapes the session changes, e.g. a rotated key."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, SSHNodeClient] = {}
+        self._clients: dict[str, tuple[str, SSHNodeClient]] = {}  # address:port -> (identity, client)
         self._lock = threading.Lock()
 
     def client(self, target: SSHTarget) -> SSHNodeClient:
+        endpoint = f"{target.address}:{target.port}"
         with self._lock:
-            existing = self._clients.get(target.identity)
-            if existing is None:
-                existing = self._clients[target.identity] = SSHNodeClient(target)
-            return existing
+            identity, existing = self._clients.get(endpoint, ("", None))
+            if existing is not None and identity == target.identity:
+                return existing
+            replaced = existing
+            client = SSHNodeClient(target)
+            self._clients[endpoint] = (target.identity, client)
+        if replaced is not None:
+            replaced.close()
+        return client
 
     def close_all(self) -> None:
         with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
+            clients, self._clients = [client for _, client in self._clients.values()], {}
         for client in clients:
             client.close()
