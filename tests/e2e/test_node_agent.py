@@ -25,6 +25,7 @@ from lbpair.nodes.operations import (
 )
 from lbpair.nodes.ssh import NodeConnections, SSHNodeClient, SSHTarget
 from testbed.lab import Lab
+from testbed.operator import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -86,6 +87,17 @@ def roll_out(client: SSHNodeClient, files: list[ManagedFile]) -> None:
     apply_reload(client, ["nginx"])
 
 
+def wait_served(client: SSHNodeClient, marker: str) -> str:
+    """nginx reloads asynchronously: poll its status endpoint until it serves `marker` (bounded)."""
+    served: str = wait_for(
+        lambda: (value := observe_served_hash(client, STATUS_PORT)) == marker and value,
+        timeout=10,
+        interval=0.05,
+        what=f"nginx serving {marker}",
+    )
+    return served
+
+
 def test_wrong_pinned_host_key_is_refused_before_authenticating(lab: Lab) -> None:
     impostor = SSHNodeClient(target(lab, "lb1", host_key=lab.host_key("lb2")))
 
@@ -99,7 +111,7 @@ def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: SS
     roll_out(lb1, bundle("generation-1"))
 
     observation = observe_node(lb1)
-    assert observe_served_hash(lb1, STATUS_PORT) == "generation-1"
+    assert wait_served(lb1, "generation-1") == "generation-1"
     assert observation.hostname == "lb1"
     assert observation.running("nginx")
     assert observation.managed_files["/etc/nginx/nginx.conf"].actual_sha256 == (
@@ -116,6 +128,7 @@ def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
     lab: Lab, lb1: SSHNodeClient
 ) -> None:
     roll_out(lb1, bundle("good"))
+    wait_served(lb1, "good")
     broken = [ManagedFile("/etc/nginx/nginx.conf", b"events {}\nhttp { server { listen 80 } }\n")]
     broken.append(bundle("good")[1])
 
@@ -124,12 +137,13 @@ def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
         validate_staged(lb1, CONFIG_PATHS, ROOTS)
 
     assert lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout.encode() == nginx_conf("good")
-    assert observe_served_hash(lb1, STATUS_PORT) == "good"
+    assert observe_served_hash(lb1, STATUS_PORT) == "good"  # nothing was reloaded: no wait needed
 
 
 def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb1: SSHNodeClient) -> None:
     roll_out(lb1, bundle("first"))
     roll_out(lb1, bundle("second"))
+    wait_served(lb1, "second")
     lab.exec("lb1", "sh", "-c", "echo '# edited by hand' >> /etc/nginx/nginx.conf")
 
     drifted = [path for path, state in observe_node(lb1).managed_files.items() if state.drifted]
@@ -137,5 +151,5 @@ def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb
     apply_reload(lb1, ["nginx"])
 
     assert drifted == ["/etc/nginx/nginx.conf"]
-    assert observe_served_hash(lb1, STATUS_PORT) == "first"
+    assert wait_served(lb1, "first") == "first"
     assert not any(state.drifted for state in observe_node(lb1).managed_files.values())
