@@ -29,15 +29,7 @@ from typing import Any
 from testbed.addressing import CLIENT, HOSTS, VIP_PRIMARY
 from testbed.cluster import REPO_ROOT, ControlPlane, test_run_dir, tools_bin_dir
 from testbed.lab import Lab
-from testbed.operator import (
-    OperatorProcess,
-    install_chart_rbac,
-    install_crds,
-    load_manifests,
-    pin_lab_host_keys,
-    ssh_key_secret,
-    wait_for,
-)
+from testbed.operator import OperatorProcess, deploy_sample, wait_for
 from testbed.traffic import RequestLoop
 
 NAMESPACE = "lb-bench"
@@ -221,13 +213,8 @@ def deployed() -> Iterator[Bench]:
     try:
         cluster.start()
         lab = Lab.up(reuse=False)
-        install_crds(cluster)
-        kubeconfig = install_chart_rbac(cluster)
-        cluster.kubectl("create", "namespace", NAMESPACE)
-        samples = load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml")
-        documents = pin_lab_host_keys(samples, lab)
+        kubeconfig = deploy_sample(cluster, lab, NAMESPACE)
         bench = Bench(cluster, lab)
-        bench.apply(ssh_key_secret(lab, NAMESPACE), *documents)
         operator = OperatorProcess(
             kubeconfig, Path(tempfile.mkdtemp(prefix="lbpair-bench-")) / "operator.log"
         )

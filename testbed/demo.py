@@ -16,17 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed.addressing import VIP_PRIMARY
-from testbed.cluster import CLI_RUN_DIR, REPO_ROOT, ControlPlane, tools_bin_dir
+from testbed.cluster import CLI_RUN_DIR, ControlPlane, tools_bin_dir
 from testbed.lab import Lab, LabError, cleanup
-from testbed.operator import (
-    OperatorProcess,
-    install_chart_rbac,
-    install_crds,
-    load_manifests,
-    pin_lab_host_keys,
-    ssh_key_secret,
-    wait_for,
-)
+from testbed.operator import OperatorProcess, deploy_sample, wait_for
 
 DEMO_DIR = Path("/run/lbpair-demo")
 OPERATOR_PID_FILE = DEMO_DIR / "operator.pid"
@@ -65,8 +57,11 @@ class DemoPair:
 
 def demo_up() -> int:
     cluster, lab = start_bed()
-    start_operator(cluster)
-    apply_seed(cluster, lab)
+    step(
+        f"CRDs, the chart's ServiceAccount and RBAC (the operator runs with exactly these rights), and the "
+        f"seed tutorial as resources in namespace {NAMESPACE} (config/samples/seed-tutorial.yaml)"
+    )
+    start_operator(deploy_sample(cluster, lab, NAMESPACE))
     pair = DemoPair(cluster)
     step("waiting for the pair to be Ready (config rendered, validated and live on both nodes)")
     started = time.monotonic()
@@ -90,25 +85,13 @@ def start_bed() -> tuple[ControlPlane, Lab]:
     return cluster, lab
 
 
-def start_operator(cluster: ControlPlane) -> None:
-    step("CRDs, and the chart's ServiceAccount and RBAC (the operator runs with exactly these rights)")
-    install_crds(cluster)
-    operator_kubeconfig = install_chart_rbac(cluster)
+def start_operator(operator_kubeconfig: Path) -> None:
     stop_operator()
     operator = OperatorProcess(operator_kubeconfig, OPERATOR_LOG)
     operator.start()
     assert operator.process is not None  # noqa: S101 - start() sets it
     OPERATOR_PID_FILE.write_text(str(operator.process.pid))
     print(f"operator running as PID {operator.process.pid}, log {OPERATOR_LOG}")
-
-
-def apply_seed(cluster: ControlPlane, lab: Lab) -> None:
-    step(f"the seed tutorial as resources in namespace {NAMESPACE} (config/samples/seed-tutorial.yaml)")
-    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
-    samples = load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml")
-    documents = [ssh_key_secret(lab, NAMESPACE), *pin_lab_host_keys(samples, lab)]
-    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
-    print(cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=listed).stdout.rstrip())
 
 
 def first_line(text: str) -> str:

@@ -73,6 +73,23 @@ def load_manifests(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+SEED_SAMPLE = REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml"
+
+
+def deploy_sample(cluster: ControlPlane, lab: Lab, namespace: str, sample: Path = SEED_SAMPLE) -> Path:
+    """CRDs, the chart's RBAC, and `sample` applied in `namespace` with the lab's SSH key and host keys.
+
+    Returns the kubeconfig of the chart's ServiceAccount, for the operator to run with.
+    """
+    install_crds(cluster)
+    operator_kubeconfig = install_chart_rbac(cluster)
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    documents = [ssh_key_secret(lab, namespace), *pin_lab_host_keys(load_manifests(sample), lab)]
+    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+    print(cluster.kubectl("-n", namespace, "apply", "-f", "-", input=listed).stdout.rstrip(), file=sys.stderr)
+    return operator_kubeconfig
+
+
 @dataclass
 class OperatorProcess:
     """The operator (`kopf run -m lbpair.handlers`) as a child process with its own log file."""

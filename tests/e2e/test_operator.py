@@ -15,17 +15,9 @@ from typing import Any
 import pytest
 
 from testbed.addressing import VIP_PRIMARY
-from testbed.cluster import REPO_ROOT, ControlPlane
+from testbed.cluster import ControlPlane
 from testbed.lab import Lab
-from testbed.operator import (
-    OperatorProcess,
-    install_chart_rbac,
-    install_crds,
-    load_manifests,
-    pin_lab_host_keys,
-    ssh_key_secret,
-    wait_for,
-)
+from testbed.operator import SEED_SAMPLE, OperatorProcess, deploy_sample, load_manifests, wait_for
 from testbed.traffic import RequestLoop
 
 pytestmark = pytest.mark.e2e
@@ -98,15 +90,9 @@ class Deployment:
 def deployment(
     cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    install_crds(cluster)
-    operator_kubeconfig = install_chart_rbac(cluster)
-    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    operator_kubeconfig = deploy_sample(cluster, lab, NAMESPACE)
     operator = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     deployed = Deployment(cluster, lab, operator)
-    documents = pin_lab_host_keys(
-        load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml"), lab
-    )
-    deployed.apply([ssh_key_secret(lab, NAMESPACE), *documents])
     operator.start()
     try:
         deployed.wait_ready()
@@ -210,7 +196,7 @@ def test_config_that_nginx_rejects_is_never_applied_and_traffic_keeps_flowing(de
             "servers": [{"address": "backend.invalid", "port": 80}],
         },
     }
-    original = load_manifests(REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml")
+    original = load_manifests(SEED_SAMPLE)
     original_upstream = next(
         d for d in original if d["kind"] == "Upstream" and d["metadata"]["name"] == "lb-www"
     )
