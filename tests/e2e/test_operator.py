@@ -361,6 +361,28 @@ def test_unreachable_node_is_reported_the_other_is_still_reconciled_and_it_recov
     assert deployment.events("NodeRecovered")
 
 
+def test_a_changed_secret_is_rendered_onto_the_nodes(deployment: Deployment) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "seed-vrrp-auth", "namespace": NAMESPACE},
+        "type": "Opaque",
+        "stringData": {"password": "2222"},
+    }
+
+    deployment.apply([secret])
+
+    for node in ("lb1", "lb2"):
+        wait_for(
+            lambda node=node: (
+                "auth_pass 2222" in deployment.node_file(node, "/etc/keepalived/keepalived.conf")
+            ),
+            timeout=30,
+            what=f"new VRRP password on {node}",
+        )
+    deployment.wait_ready()
+
+
 def test_wrong_pinned_host_key_is_refused_and_reported(deployment: Deployment) -> None:
     nodes = deployment.pair()["spec"]["nodes"]
     impostor_key = deployment.lab.host_key("lb1")  # lb2 claims to have lb1's key: not the key lb2 presents

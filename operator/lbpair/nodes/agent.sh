@@ -8,7 +8,8 @@
 #   live             the config hash the services were last verified to run (written by mark-live)
 #   stage/           the bundle being rolled out: files/ mirrors absolute paths, manifest beside it
 #   backup/          the last-known-good files replaced by the latest swap, to restore on failure
-#   original/        what the first swap replaced (the node's own files), put back by `uninstall`
+#   original/        the node's own files the operator replaced (kept from the first swap that took each
+#                    path over), put back by `uninstall`
 set -eu
 state=$LBPAIR_STATE
 stage=$state/stage
@@ -20,12 +21,16 @@ section() { printf '== %s\n' "$1"; }
 
 manifest_paths() { [ -f "$1" ] && awk '{print $3}' "$1" || true; }
 
-# Paths the applied manifest manages that the staged one no longer does.
-stale_paths() {
+compare_manifests() {
     manifest_paths "$state/manifest" | sort -u >"$stage/.old"
     manifest_paths "$stage/manifest" | sort -u >"$stage/.new"
-    comm -23 "$stage/.old" "$stage/.new"
 }
+
+# Paths the applied manifest manages that the staged one no longer does.
+stale_paths() { compare_manifests && comm -23 "$stage/.old" "$stage/.new"; }
+
+# Paths the staged manifest manages for the first time: what is there now is the node's own.
+added_paths() { compare_manifests && comm -13 "$stage/.old" "$stage/.new"; }
 
 install_file() { # SOURCE TARGET: a rename in the target's directory, so readers see old or new, never half
     mkdir -p "$(dirname "$2")"
@@ -90,13 +95,15 @@ validate() {
     unshare --mount sh -c "$binds nginx -t -q -c '$nginx_conf' && keepalived -t -f '$keepalived_conf'" 2>&1
 }
 
-# save_files DIR PATH...: copy each existing PATH under DIR, list the absent ones in DIR/absent.
+# save_files DIR PATH...: copy each existing PATH under DIR, list the absent ones in DIR/absent; a PATH
+# DIR already holds (or lists) is kept as it was.
 save_files() {
     dir=$1
     shift
     mkdir -p "$dir/files"
-    : >"$dir/absent"
+    touch "$dir/absent"
     for path in "$@"; do
+        if [ -e "$dir/files$path" ] || grep -qxF "$path" "$dir/absent"; then continue; fi
         if [ -e "$path" ]; then
             mkdir -p "$dir/files$(dirname "$path")"
             cp -p "$path" "$dir/files$path"
@@ -119,7 +126,8 @@ put_back() {
 swap() {
     # shellcheck disable=SC2046 # paths are validated identifiers without spaces
     set -- $({ manifest_paths "$state/manifest"; manifest_paths "$stage/manifest"; } | sort -u)
-    [ -d "$state/original" ] || save_files "$state/original" "$@"
+    # shellcheck disable=SC2046
+    save_files "$state/original" $(added_paths)
     rm -rf "$backup"
     save_files "$backup" "$@"
     if [ -f "$state/manifest" ]; then cp -p "$state/manifest" "$backup/manifest"; else : >"$backup/manifest"; fi
