@@ -106,6 +106,8 @@ def test_seed_sample_serves_each_host_and_path_from_the_right_backends(deploymen
     www = deployment.lab.http_get_via(VIP, "www.example.com", "/")
     oa = deployment.lab.http_get_via(VIP, "oa.example.com", "/")
     svn = deployment.lab.http_get_via(VIP, "dev.example.com", "/svn/trunk")
+    dev_root = deployment.lab.http_get_via(VIP, "dev.example.com", "/")
+    unknown = deployment.lab.http_get_via(VIP, "unknown.example.com", "/")
     listed = deployment.kubectl("get", "lbpairs")
 
     assert www.succeeded, www
@@ -118,6 +120,9 @@ def test_seed_sample_serves_each_host_and_path_from_the_right_backends(deploymen
     assert "backend=be1" in svn.body
     assert "path=/svn/" in svn.body
     assert "x-real-ip=198.51.100.100" in www.body
+    assert dev_root.status == 404  # dev has /svn and /submin only
+    assert unknown.status == 0  # a Host no VirtualHost declares gets no answer at all
+    assert "Empty reply" in unknown.error
     header, row = listed.splitlines()[:2]
     assert header.split() == ["NAME", "VIPS", "HOLDER", "MODE", "HEALTHY", "READY", "AGE"]
     assert row.split()[:6] == [PAIR, VIP, f"{VIP}=lb1", "ActivePassive", "2/2", "True"]

@@ -145,6 +145,11 @@ class VirtualHostConfig:
     error_log: str
     locations: list[LocationConfig]
 
+    @property
+    def has_root_location(self) -> bool:
+        """A Prefix location "/" catches every path the others do not."""
+        return any(location.match == "/" for location in self.locations)
+
 
 @dataclass(frozen=True)
 class LogFormatConfig:
@@ -185,6 +190,9 @@ class NginxMainConfig:
     status_path: str
     status_port: int
     includes: list[str]
+    default_listens: list[str]
+    """Every listen of every virtual host: each gets a default server that refuses unknown Host names,
+    so a request for a name no VirtualHost declares never lands on whichever host nginx loaded first."""
 
 
 @dataclass(frozen=True)
@@ -317,7 +325,7 @@ def _namespace_allowed(
     return all(namespace_labels.get(key) == value for key, value in allowed.selector.match_labels.items())
 
 
-def _nginx_main(spec: PairSpec, includes: list[str]) -> NginxMainConfig:
+def _nginx_main(spec: PairSpec, includes: list[str], hosts: list[VirtualHostConfig]) -> NginxMainConfig:
     nginx: NginxSettings = spec.nginx
     profile = spec.node_profile
     gzip = nginx.gzip
@@ -366,6 +374,9 @@ def _nginx_main(spec: PairSpec, includes: list[str]) -> NginxMainConfig:
         status_path=f"{profile.nginx_managed_dir}/status.conf",
         status_port=profile.nginx_status_port,
         includes=includes,
+        default_listens=sorted(
+            {listen for host in hosts for listen in [*host.listens, *host.redirect_listens]}
+        ),
     )
 
 
@@ -737,7 +748,9 @@ def build_desired_state(
     state = DesiredState(
         pair=pair_key,
         nodes=[NodeConfig(node.name, _keepalived_config(pair, node, auth_pass)) for node in pair.spec.nodes],
-        nginx=_nginx_main(pair.spec, [u.path for u in upstream_list] + [v.path for v in host_configs]),
+        nginx=_nginx_main(
+            pair.spec, [u.path for u in upstream_list] + [v.path for v in host_configs], host_configs
+        ),
         upstreams=upstream_list,
         virtual_hosts=host_configs,
         tls_files=sorted({f.path: f for f in tls_files}.values(), key=lambda f: f.path),
