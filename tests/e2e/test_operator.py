@@ -53,6 +53,17 @@ class Deployment:
                 return dict(condition)
         return {}
 
+    def wait_condition(
+        self, condition_type: str, field: str, value: str, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Until the pair's condition has `field` == `value`; returns the condition."""
+        condition: dict[str, Any] = wait_for(
+            lambda: (found := self.condition(condition_type)).get(field) == value and found,
+            timeout=timeout,
+            what=f"{condition_type} {field}={value}",
+        )
+        return condition
+
     def holders(self) -> str:
         return str(self.pair().get("status", {}).get("vipHolders", ""))
 
@@ -209,11 +220,7 @@ def test_config_that_nginx_rejects_is_never_applied_and_traffic_keeps_flowing(de
     with RequestLoop(deployment.lab, host="oa.example.com", interval=0.1, max_seconds=20) as requests:
         try:
             deployment.apply([upstream])
-            programmed = wait_for(
-                lambda: (c := deployment.condition("Programmed")).get("status") == "False" and c,
-                timeout=30,
-                what="Programmed=False",
-            )
+            programmed = deployment.wait_condition("Programmed", "status", "False", timeout=30)
             assert "host not found in upstream" in programmed["message"]
             assert deployment.events("Rejected")
             assert (
@@ -345,11 +352,7 @@ def test_unreachable_node_is_reported_the_other_is_still_reconciled_and_it_recov
     patch = '{"spec":{"servers":[{"address":"198.18.0.12","port":8080}]}}'
     deployment.lab.power_off("lb2")
     try:
-        degraded = wait_for(
-            lambda: (c := deployment.condition("Degraded")).get("reason") == "NodeUnreachable" and c,
-            timeout=30,
-            what="Degraded NodeUnreachable",
-        )
+        degraded = deployment.wait_condition("Degraded", "reason", "NodeUnreachable", timeout=30)
         assert "lb2 unreachable" in degraded["message"]
         deployment.kubectl("patch", "upstream", "lb-oa", "--type=merge", "-p", patch)
         wait_for(
@@ -418,11 +421,7 @@ def test_wrong_pinned_host_key_is_refused_and_reported(deployment: Deployment) -
 def test_split_brain_is_detected_and_reported(deployment: Deployment) -> None:
     deployment.lab.vrrp_partition("lb2")
     try:
-        split = wait_for(
-            lambda: (c := deployment.condition("SplitBrain")).get("status") == "True" and c,
-            timeout=30,
-            what="SplitBrain",
-        )
+        split = deployment.wait_condition("SplitBrain", "status", "True", timeout=30)
         assert "held by lb1 and lb2" in split["message"]
         assert deployment.holders() == f"{VIP}=lb1+lb2"
         assert deployment.condition("Ready")["reason"] == "SplitBrain"
