@@ -29,7 +29,7 @@ from typing import Any
 from testbed.addressing import CLIENT, HOSTS, VIP_PRIMARY
 from testbed.cluster import REPO_ROOT, ControlPlane, test_run_dir, tools_bin_dir
 from testbed.lab import Lab
-from testbed.operator import OperatorProcess, deploy_sample, wait_for
+from testbed.operator import OperatorProcess, attached_object, deploy_sample, wait_for
 from testbed.traffic import RequestLoop
 
 NAMESPACE = "lb-bench"
@@ -87,17 +87,10 @@ class Bench:
         seconds = []
         for run in range(runs):
             host = f"bench-{run}.example.com"
-            virtual_host = {
-                "apiVersion": "lb.lbpair.dev/v1alpha1",
-                "kind": "VirtualHost",
-                "metadata": {"name": "bench", "namespace": NAMESPACE},
-                "spec": {
-                    "pairRef": {"name": PAIR},
-                    "serverNames": [host],
-                    # The backend echoes the path it was asked for: only the new config asks for this one.
-                    "locations": [{"path": "/", "url": f"http://198.18.0.12:8080/bench-{run}/"}],
-                },
-            }
+            # The backend echoes the path it was asked for: only the new config asks for this one.
+            location = {"path": "/", "url": f"http://198.18.0.12:8080/bench-{run}/"}
+            spec = {"serverNames": [host], "locations": [location]}
+            virtual_host = attached_object("VirtualHost", NAMESPACE, "bench", PAIR, spec)
             started = time.monotonic()
             self.apply(virtual_host)
             wait_for(

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from lbpair.model import API_VERSION
 from testbed.cluster import REPO_ROOT, ControlPlane
 from testbed.lab import Lab
 
@@ -67,6 +68,16 @@ def pin_lab_host_keys(documents: list[dict[str, Any]], lab: Lab) -> list[dict[st
             for node in document["spec"]["nodes"]:
                 node["hostKey"] = lab.host_key(node["name"])
     return documents
+
+
+def attached_object(kind: str, namespace: str, name: str, pair: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An Upstream or VirtualHost of `pair`, as kubectl would apply it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"pairRef": {"name": pair}, **spec},
+    }
 
 
 def load_manifests(path: Path) -> list[dict[str, Any]]:

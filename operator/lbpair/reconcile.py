@@ -39,7 +39,6 @@ from lbpair.model.virtualhost import VirtualHost
 from lbpair.nodes.client import NodeClient, NodeError, NodeUnreachableError
 from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import (
-    ManagedFile,
     ValidationFailedError,
     apply_reload,
     apply_stop,
@@ -286,7 +285,7 @@ class Reconciler:
             NodePlan(
                 name,
                 clients[name],
-                tuple(managed_files(rendered[name])),
+                tuple(rendered[name].files.values()),
                 rendered[name].config_hash,
                 rendered[name].nginx_hash,
             )
@@ -657,10 +656,6 @@ def layout_of(spec: PairSpec) -> NodeLayout:
         status_port=profile.nginx_status_port,
         directories=(profile.nginx_cache_dir,),
     )
-
-
-def managed_files(rendered: RenderedNode) -> list[ManagedFile]:
-    return [ManagedFile(f.path, f.content.encode(), f.mode) for f in rendered.files.values()]
 
 
 def observe_all(

@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import NodeClient, NodeError
 from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import (
-    ManagedFile,
     apply_reload,
     apply_staged,
     mark_live,

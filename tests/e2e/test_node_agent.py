@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import HostKeyMismatchError
 from lbpair.nodes.operations import (
-    ManagedFile,
     ValidationFailedError,
     apply_reload,
     apply_staged,
@@ -32,13 +32,13 @@ pytestmark = pytest.mark.e2e
 ROOTS = ("/etc/nginx", "/etc/keepalived")
 CONFIG_PATHS = ("/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf")
 STATUS_PORT = 18081
-KEEPALIVED_CONF = b"""global_defs {
+KEEPALIVED_CONF = """global_defs {
     router_id agent-test
 }
 """
 
 
-def nginx_conf(marker: str) -> bytes:
+def nginx_conf(marker: str) -> str:
     return f"""events {{}}
 http {{
     server {{
@@ -46,7 +46,7 @@ http {{
         location = /lbpair/config-hash {{ return 200 "{marker}\\n"; }}
     }}
 }}
-""".encode()
+"""
 
 
 def bundle(marker: str) -> list[ManagedFile]:
@@ -87,15 +87,14 @@ def roll_out(client: SSHNodeClient, files: list[ManagedFile]) -> None:
     apply_reload(client, ["nginx"])
 
 
-def wait_served(client: SSHNodeClient, marker: str) -> str:
-    """nginx reloads asynchronously: poll its status endpoint until it serves `marker` (bounded)."""
-    served: str = wait_for(
-        lambda: (value := observe_served_hash(client, STATUS_PORT)) == marker and value,
+def assert_serves(client: SSHNodeClient, marker: str) -> None:
+    """nginx reloads asynchronously: poll its status endpoint until it serves `marker` (fails after 10 s)."""
+    wait_for(
+        lambda: observe_served_hash(client, STATUS_PORT) == marker,
         timeout=10,
         interval=0.05,
         what=f"nginx serving {marker}",
     )
-    return served
 
 
 def test_wrong_pinned_host_key_is_refused_before_authenticating(lab: Lab) -> None:
@@ -111,11 +110,11 @@ def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: SS
     roll_out(lb1, bundle("generation-1"))
 
     observation = observe_node(lb1)
-    assert wait_served(lb1, "generation-1") == "generation-1"
+    assert_serves(lb1, "generation-1")
     assert observation.hostname == "lb1"
     assert observation.running("nginx")
     assert observation.managed_files["/etc/nginx/nginx.conf"].actual_sha256 == (
-        hashlib.sha256(nginx_conf("generation-1")).hexdigest()
+        hashlib.sha256(nginx_conf("generation-1").encode()).hexdigest()
     )
     assert not any(state.drifted for state in observation.managed_files.values())
     # The node's own file was kept, so removing the operator can give it back.
@@ -128,22 +127,22 @@ def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
     lab: Lab, lb1: SSHNodeClient
 ) -> None:
     roll_out(lb1, bundle("good"))
-    wait_served(lb1, "good")
-    broken = [ManagedFile("/etc/nginx/nginx.conf", b"events {}\nhttp { server { listen 80 } }\n")]
+    assert_serves(lb1, "good")
+    broken = [ManagedFile("/etc/nginx/nginx.conf", "events {}\nhttp { server { listen 80 } }\n")]
     broken.append(bundle("good")[1])
 
     push_bundle(lb1, broken)
     with pytest.raises(ValidationFailedError, match=r"nginx.conf:2"):
         validate_staged(lb1, CONFIG_PATHS, ROOTS)
 
-    assert lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout.encode() == nginx_conf("good")
+    assert lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout == nginx_conf("good")
     assert observe_served_hash(lb1, STATUS_PORT) == "good"  # nothing was reloaded: no wait needed
 
 
 def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb1: SSHNodeClient) -> None:
     roll_out(lb1, bundle("first"))
     roll_out(lb1, bundle("second"))
-    wait_served(lb1, "second")
+    assert_serves(lb1, "second")
     lab.exec("lb1", "sh", "-c", "echo '# edited by hand' >> /etc/nginx/nginx.conf")
 
     drifted = [path for path, state in observe_node(lb1).managed_files.items() if state.drifted]
@@ -151,5 +150,5 @@ def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb
     apply_reload(lb1, ["nginx"])
 
     assert drifted == ["/etc/nginx/nginx.conf"]
-    assert wait_served(lb1, "first") == "first"
+    assert_serves(lb1, "first")
     assert not any(state.drifted for state in observe_node(lb1).managed_files.values())

@@ -17,7 +17,14 @@ import pytest
 from testbed.addressing import VIP_PRIMARY
 from testbed.cluster import ControlPlane
 from testbed.lab import Lab
-from testbed.operator import SEED_SAMPLE, OperatorProcess, deploy_sample, load_manifests, wait_for
+from testbed.operator import (
+    SEED_SAMPLE,
+    OperatorProcess,
+    attached_object,
+    deploy_sample,
+    load_manifests,
+    wait_for,
+)
 from testbed.traffic import RequestLoop
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +34,7 @@ PAIR = "seed"
 VIP = str(VIP_PRIMARY)
 STATE_FILE = "/var/lib/lbpair/manifest"
 VHOST_FILE = f"/etc/nginx/lbpair/vhost_{NAMESPACE}_www.conf"
+TO_LB_OA = {"path": "/", "upstreamRef": {"name": "lb-oa"}}
 
 
 class Deployment:
@@ -201,17 +209,9 @@ def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(depl
 
 
 def test_config_that_nginx_rejects_is_never_applied_and_traffic_keeps_flowing(deployment: Deployment) -> None:
-    upstream = {
-        "apiVersion": "lb.lbpair.dev/v1alpha1",
-        "kind": "Upstream",
-        "metadata": {"name": "lb-www", "namespace": NAMESPACE},
-        "spec": {
-            "pairRef": {"name": PAIR},
-            "method": "IPHash",
-            # Valid for the schema, refused by nginx -t: the name does not resolve on the nodes.
-            "servers": [{"address": "backend.invalid", "port": 80}],
-        },
-    }
+    # Valid for the schema, refused by nginx -t: the name does not resolve on the nodes.
+    unresolvable = {"method": "IPHash", "servers": [{"address": "backend.invalid", "port": 80}]}
+    upstream = attached_object("Upstream", NAMESPACE, "lb-www", PAIR, unresolvable)
     original = load_manifests(SEED_SAMPLE)
     original_upstream = next(
         d for d in original if d["kind"] == "Upstream" and d["metadata"]["name"] == "lb-www"
@@ -246,17 +246,13 @@ def test_config_that_fails_on_reload_is_rolled_back_on_that_node_only(deployment
     squatter = deployment.lab.exec(
         "lb2", "sh", "-c", "nohup socat TCP-LISTEN:8089,fork,reuseaddr /dev/null >/dev/null 2>&1 & echo $!"
     ).stdout.strip()
-    virtual_host = {
-        "apiVersion": "lb.lbpair.dev/v1alpha1",
-        "kind": "VirtualHost",
-        "metadata": {"name": "alt-port", "namespace": NAMESPACE},
-        "spec": {
-            "pairRef": {"name": PAIR},
-            "serverNames": ["alt.example.com"],
-            "listen": [{"port": 8089}],
-            "locations": [{"path": "/", "upstreamRef": {"name": "lb-oa"}}],
-        },
-    }
+    virtual_host = attached_object(
+        "VirtualHost",
+        NAMESPACE,
+        "alt-port",
+        PAIR,
+        {"serverNames": ["alt.example.com"], "listen": [{"port": 8089}], "locations": [TO_LB_OA]},
+    )
     lb1_before = deployment.node_file("lb1", "/etc/nginx/nginx.conf")
     try:
         deployment.apply([virtual_host])
@@ -288,17 +284,14 @@ def test_hand_edit_on_a_node_is_reverted_and_reported(deployment: Deployment) ->
 
 def test_a_burst_of_changes_is_coalesced_into_few_pushes(deployment: Deployment) -> None:
     applied_before = len(deployment.events("Applied"))
-    burst: list[dict[str, Any]] = [
-        {
-            "apiVersion": "lb.lbpair.dev/v1alpha1",
-            "kind": "VirtualHost",
-            "metadata": {"name": f"burst-{index}", "namespace": NAMESPACE},
-            "spec": {
-                "pairRef": {"name": PAIR},
-                "serverNames": [f"burst-{index}.example.com"],
-                "locations": [{"path": "/", "upstreamRef": {"name": "lb-oa"}}],
-            },
-        }
+    burst = [
+        attached_object(
+            "VirtualHost",
+            NAMESPACE,
+            f"burst-{index}",
+            PAIR,
+            {"serverNames": [f"burst-{index}.example.com"], "locations": [TO_LB_OA]},
+        )
         for index in range(10)
     ]
     try:

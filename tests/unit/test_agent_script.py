@@ -8,7 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from lbpair.nodes.operations import AGENT_SCRIPT, ManagedFile, build_bundle
+from lbpair.model.files import ManagedFile
+from lbpair.nodes.operations import AGENT_SCRIPT, build_bundle
 
 
 class Node:
@@ -32,9 +33,7 @@ class Node:
         """What push_bundle does on a node: the bundle unpacked into the stage directory."""
         stage = self.state / "stage"
         stage.mkdir(parents=True, exist_ok=True)
-        bundle = build_bundle(
-            [ManagedFile(self.path(name), content.encode()) for name, content in files.items()]
-        )
+        bundle = build_bundle([ManagedFile(self.path(name), content) for name, content in files.items()])
         subprocess.run(["tar", "-x", "-C", str(stage)], input=bundle, check=True)
 
     def roll_out(self, files: dict[str, str]) -> None:

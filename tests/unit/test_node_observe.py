@@ -6,8 +6,9 @@ import io
 import ipaddress
 import tarfile
 
+from lbpair.model.files import ManagedFile
 from lbpair.nodes.observe import ManagedFileState, parse_probe
-from lbpair.nodes.operations import ManagedFile, build_bundle
+from lbpair.nodes.operations import build_bundle
 
 PROBE_OUTPUT = """\
 == hostname
@@ -53,8 +54,8 @@ def test_torn_keepalived_dump_reads_as_no_vrrp_data() -> None:
 
 def test_bundle_is_deterministic_and_carries_modes_and_manifest() -> None:
     files = [
-        ManagedFile("/etc/nginx/nginx.conf", b"events {}\n"),
-        ManagedFile("/etc/keepalived/check.sh", b"#!/bin/sh\n", 0o755),
+        ManagedFile("/etc/nginx/nginx.conf", "events {}\n"),
+        ManagedFile("/etc/keepalived/check.sh", "#!/bin/sh\n", 0o755),
     ]
 
     bundle = build_bundle(files)

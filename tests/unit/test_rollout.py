@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult
 from lbpair.nodes.observe import ManagedFileState, NodeObservation
-from lbpair.nodes.operations import ManagedFile
 from lbpair.rollout import NodeLayout, NodePlan, compare, rollout_order
 
 LAYOUT = NodeLayout(
@@ -16,8 +16,8 @@ LAYOUT = NodeLayout(
     keepalived_config_path="/etc/keepalived/keepalived.conf",
     status_port=18099,
 )
-NGINX_CONF = ManagedFile("/etc/nginx/nginx.conf", b"events {}\n")
-KEEPALIVED_CONF = ManagedFile("/etc/keepalived/keepalived.conf", b"global_defs {}\n")
+NGINX_CONF = ManagedFile("/etc/nginx/nginx.conf", "events {}\n")
+KEEPALIVED_CONF = ManagedFile("/etc/keepalived/keepalived.conf", "global_defs {}\n")
 
 
 def observation(

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lbpair.model.base import SpecError
+from lbpair.model.files import ManagedFile
 from lbpair.model.pair import LoadBalancerPair, LogFormat, NginxSettings, PairNode, PairSpec
 from lbpair.model.patterns import PEM_PATTERN, VRRP_AUTH_PASS_PATTERN
 from lbpair.model.upstream import Upstream, UpstreamSpec
@@ -75,15 +76,6 @@ class SecretValues:
 
 
 # --- The render model ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ManagedContent:
-    """A file whose content the model decides entirely (TLS material)."""
-
-    path: str
-    content: str
-    mode: int
 
 
 @dataclass(frozen=True)
@@ -269,7 +261,7 @@ class DesiredState:
     nginx: NginxMainConfig
     upstreams: list[UpstreamConfig]
     virtual_hosts: list[VirtualHostConfig]
-    tls_files: list[ManagedContent]
+    tls_files: list[ManagedFile]
     check_script: CheckScriptConfig | None
 
     @property
@@ -488,7 +480,7 @@ class _VirtualHostBuilder:
             )
         return self.upstreams.get(reference)
 
-    def tls_files(self, virtual_host: VirtualHost) -> list[ManagedContent]:
+    def tls_files(self, virtual_host: VirtualHost) -> list[ManagedFile]:
         tls = virtual_host.spec.tls
         if tls is None:
             return []
@@ -507,11 +499,11 @@ class _VirtualHostBuilder:
         tls_dir = f"{self.pair.spec.node_profile.nginx_managed_dir}/tls"
         stem = safe_stem(self.key.namespace, tls.secret_name)
         return [
-            ManagedContent(path=f"{tls_dir}/{stem}.crt", content=material.certificate_pem, mode=0o644),
-            ManagedContent(path=f"{tls_dir}/{stem}.key", content=material.private_key_pem, mode=0o600),
+            ManagedFile(path=f"{tls_dir}/{stem}.crt", content=material.certificate_pem, mode=0o644),
+            ManagedFile(path=f"{tls_dir}/{stem}.key", content=material.private_key_pem, mode=0o600),
         ]
 
-    def build(self, virtual_host: VirtualHost) -> tuple[VirtualHostConfig, list[ManagedContent]] | None:
+    def build(self, virtual_host: VirtualHost) -> tuple[VirtualHostConfig, list[ManagedFile]] | None:
         spec = virtual_host.spec
         pair_spec = self.pair.spec
         log_formats = BUILTIN_LOG_FORMATS | {f.name for f in pair_spec.nginx.log_formats}
@@ -731,7 +723,7 @@ def build_desired_state(
     problems += conflicts
     in_conflict = {problem.object for problem in conflicts}
     host_configs: list[VirtualHostConfig] = []
-    tls_files: list[ManagedContent] = []
+    tls_files: list[ManagedFile] = []
     for key, virtual_host in hosts:
         if key in in_conflict:
             continue

@@ -5,31 +5,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shlex
 import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 
+from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult, NodeClient, NodeError
 from lbpair.nodes.observe import NodeObservation, parse_probe
 
 AGENT_SCRIPT = resources.files("lbpair.nodes").joinpath("agent.sh").read_bytes()
 DEFAULT_STATE_DIR = "/var/lib/lbpair"
 PROBE_TIMEOUT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class ManagedFile:
-    path: str
-    content: bytes
-    mode: int = 0o644
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
 
 
 class ValidationFailedError(NodeError):
@@ -53,10 +41,10 @@ def _checked(result: CommandResult, what: str) -> CommandResult:
 def build_bundle(files: Iterable[ManagedFile]) -> bytes:
     """A tar of `files/<absolute path>` plus the manifest, deterministic for identical input."""
     ordered = sorted(files, key=lambda managed: managed.path)
-    manifest = "".join(f"{managed.mode:04o} {managed.sha256} {managed.path}\n" for managed in ordered)
+    manifest = "".join(managed.manifest_line for managed in ordered)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        entries = [(f"files{managed.path}", managed.content, managed.mode) for managed in ordered]
+        entries = [(f"files{managed.path}", managed.content.encode(), managed.mode) for managed in ordered]
         entries.append(("manifest", manifest.encode(), 0o644))
         for name, content, mode in entries:
             info = tarfile.TarInfo(name)

@@ -6,16 +6,14 @@ state always renders byte-identical files, so a hash comparison tells whether a 
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 
 from lbpair.model.desired import DesiredState, NodeConfig
+from lbpair.model.files import CONFIG_FILE_MODE, ManagedFile, manifest_hash
 
-CONFIG_FILE_MODE = 0o644
 SCRIPT_FILE_MODE = 0o755
 # Autoescaping is for HTML; these are config files, and every value reaching a template is allow-listed
 # by the model (see lbpair.model.patterns).
@@ -30,32 +28,11 @@ _ENVIRONMENT = jinja2.Environment(
 
 
 @dataclass(frozen=True)
-class RenderedFile:
-    path: str
-    content: str
-    mode: int
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content.encode()).hexdigest()
-
-    @property
-    def manifest_line(self) -> str:
-        """`MODE SHA256 PATH`, the line the node agent keeps for each managed file."""
-        return f"{self.mode:04o} {self.sha256} {self.path}\n"
-
-
-def manifest_hash(files: Iterable[RenderedFile]) -> str:
-    """One hash over paths, modes and contents, independent of the order the files are given in."""
-    return hashlib.sha256("".join(sorted(f.manifest_line for f in files)).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
 class RenderedNode:
     """Every file the operator manages on one node."""
 
     name: str
-    files: dict[str, RenderedFile]
+    files: dict[str, ManagedFile]
     """Absolute path on the node → file, sorted by path."""
     nginx_hash: str
     """Hash of the nginx files; the node's nginx serves it on its loopback status port once loaded."""
@@ -69,28 +46,28 @@ def _render(template: str, **context: Any) -> str:  # noqa: ANN401 - template co
     return _ENVIRONMENT.get_template(template).render(**context)
 
 
-def render_nginx_files(state: DesiredState) -> tuple[list[RenderedFile], str]:
+def render_nginx_files(state: DesiredState) -> tuple[list[ManagedFile], str]:
     """The nginx files (identical on both nodes) and their hash, which the status file serves."""
     banner = f"Managed by lbpair-operator for {state.pair}; local changes are overwritten."
     files = [
-        RenderedFile(
+        ManagedFile(
             state.nginx.path, _render("nginx.conf.j2", banner=banner, main=state.nginx), CONFIG_FILE_MODE
         )
     ]
     files += [
-        RenderedFile(
+        ManagedFile(
             upstream.path, _render("upstream.conf.j2", banner=banner, upstream=upstream), CONFIG_FILE_MODE
         )
         for upstream in state.upstreams
     ]
     files += [
-        RenderedFile(host.path, _render("vhost.conf.j2", banner=banner, host=host), CONFIG_FILE_MODE)
+        ManagedFile(host.path, _render("vhost.conf.j2", banner=banner, host=host), CONFIG_FILE_MODE)
         for host in state.virtual_hosts
     ]
-    files += [RenderedFile(tls.path, tls.content, tls.mode) for tls in state.tls_files]
+    files += state.tls_files
     nginx_hash = manifest_hash(files)
     status = _render("status.conf.j2", banner=banner, main=state.nginx, nginx_hash=nginx_hash)
-    return [*files, RenderedFile(state.nginx.status_path, status, CONFIG_FILE_MODE)], nginx_hash
+    return [*files, ManagedFile(state.nginx.status_path, status, CONFIG_FILE_MODE)], nginx_hash
 
 
 def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
@@ -98,7 +75,7 @@ def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
     files, nginx_hash = render_nginx_files(state)
     keepalived = node.keepalived
     files.append(
-        RenderedFile(
+        ManagedFile(
             keepalived.path,
             _render("keepalived.conf.j2", banner=banner, keepalived=keepalived),
             CONFIG_FILE_MODE,
@@ -106,7 +83,7 @@ def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
     )
     if state.check_script is not None:
         script = _render("check-nginx.sh.j2", banner=banner, script=state.check_script)
-        files.append(RenderedFile(state.check_script.path, script, SCRIPT_FILE_MODE))
+        files.append(ManagedFile(state.check_script.path, script, SCRIPT_FILE_MODE))
     return RenderedNode(
         name=node.name, files={f.path: f for f in sorted(files, key=lambda f: f.path)}, nginx_hash=nginx_hash
     )
@@ -118,9 +95,7 @@ def render_pair(state: DesiredState) -> dict[str, RenderedNode]:
 
 
 __all__ = [
-    "RenderedFile",
     "RenderedNode",
-    "manifest_hash",
     "render_nginx_files",
     "render_node",
     "render_pair",
