@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lbpair.model.status import Condition
 from lbpair.nodes.observe import NodeObservation
 
 
@@ -39,14 +40,6 @@ class NodeReport:
 
 
 @dataclass(frozen=True)
-class Condition:
-    type: str
-    status: bool
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class PairHealth:
     holders: dict[str, list[str]]  # VIP -> nodes holding it, sorted
     nodes: tuple[NodeReport, ...]
@@ -72,8 +65,11 @@ def observe_holders(vips: Sequence[str], nodes: Sequence[NodeReport]) -> dict[st
     return holders
 
 
-def assess_pair(vips: Sequence[str], nodes: Sequence[NodeReport], rollout_problem: str = "") -> PairHealth:
-    """Conditions in Kubernetes style: Ready (traffic is served), Programmed, Degraded, SplitBrain."""
+def assess_pair(
+    vips: Sequence[str], nodes: Sequence[NodeReport], rollout_problem: str = "", *, at: str
+) -> PairHealth:
+    """Conditions in Kubernetes style, as of `at`: Ready (traffic is served), Programmed, Degraded,
+    SplitBrain."""
     holders = observe_holders(vips, nodes)
     by_name = {node.name: node for node in nodes}
     split = {vip: names for vip, names in holders.items() if len(names) > 1}
@@ -89,53 +85,66 @@ def assess_pair(vips: Sequence[str], nodes: Sequence[NodeReport], rollout_proble
     unprogrammed = [node for node in nodes if not node.programmed]
 
     conditions = [
-        _ready(split, orphaned, serving_without_nginx, holders, unreachable),
-        Condition(
+        _ready(
+            split=split,
+            orphaned=orphaned,
+            serving_without_nginx=serving_without_nginx,
+            holders=holders,
+            unreachable=unreachable,
+            at=at,
+        ),
+        Condition.of(
             "Programmed",
             not unprogrammed and not rollout_problem,
             "Applied" if not unprogrammed and not rollout_problem else "NotApplied",
             rollout_problem
             or "; ".join(f"{node.name}: {node.error or 'config not applied'}" for node in unprogrammed)
             or "desired config is live on every node",
+            at=at,
         ),
-        Condition(
+        Condition.of(
             "Degraded",
             bool(unreachable or unhealthy),
             "NodeUnreachable" if unreachable else ("NodeUnhealthy" if unhealthy else "AllNodesHealthy"),
             _degraded_message(nodes, unreachable, unhealthy),
+            at=at,
         ),
-        Condition(
+        Condition.of(
             "SplitBrain",
             bool(split),
             "VIPOnSeveralNodes" if split else "SingleHolder",
             "; ".join(f"{vip} held by {' and '.join(names)}" for vip, names in split.items())
             or "every VIP is held by at most one node",
+            at=at,
         ),
     ]
     return PairHealth(holders=holders, nodes=tuple(nodes), conditions=tuple(conditions))
 
 
 def _ready(
+    *,
     split: Mapping[str, list[str]],
     orphaned: list[str],
     serving_without_nginx: list[str],
     holders: Mapping[str, list[str]],
     unreachable: list[str],
+    at: str,
 ) -> Condition:
     if split:
-        return Condition("Ready", False, "SplitBrain", f"VIP on more than one node: {', '.join(split)}")
+        return Condition.of(
+            "Ready", False, "SplitBrain", f"VIP on more than one node: {', '.join(split)}", at=at
+        )
     if orphaned and unreachable:
         # An unreachable node may hold it: what is known is only that no reachable node does.
         detail = f"no reachable node holds {', '.join(orphaned)}; unreachable: {', '.join(unreachable)}"
-        return Condition("Ready", False, "HolderUnknown", detail)
+        return Condition.of("Ready", False, "HolderUnknown", detail, at=at)
     if orphaned:
-        return Condition("Ready", False, "VIPNotHeld", f"no node holds {', '.join(orphaned)}")
+        return Condition.of("Ready", False, "VIPNotHeld", f"no node holds {', '.join(orphaned)}", at=at)
     if serving_without_nginx:
-        return Condition(
-            "Ready", False, "NginxDown", f"nginx is down where {serving_without_nginx[0]} is held"
-        )
+        detail = f"nginx is down where {serving_without_nginx[0]} is held"
+        return Condition.of("Ready", False, "NginxDown", detail, at=at)
     summary = ", ".join(f"{vip} on {names[0]}" for vip, names in holders.items())
-    return Condition("Ready", True, "Serving", summary)
+    return Condition.of("Ready", True, "Serving", summary, at=at)
 
 
 def _degraded_message(nodes: Sequence[NodeReport], unreachable: list[str], unhealthy: list[str]) -> str:

@@ -7,12 +7,11 @@ in worker threads.
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from lbpair.model import GROUP, VERSION
+from lbpair.model.status import StatusModel
 
 HTTP_NOT_FOUND = 404
 
@@ -27,15 +26,16 @@ def load_client_config() -> None:
 
 
 class KubeAPI:
+    """The production StatusSink."""
+
     def __init__(self) -> None:
         self._custom = client.CustomObjectsApi()
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self, plural: str, namespace: str, name: str, status: StatusModel) -> None:
         """Merge-patch `.status` (lists such as conditions are replaced whole)."""
+        body = {"status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}
         try:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": status}
-            )
+            self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
         except ApiException as error:
             if error.status != HTTP_NOT_FOUND:  # deleted meanwhile: nothing to report on
                 raise

@@ -4,87 +4,47 @@ Per node: compare hashes (no change: no write, no reload) -> stage -> validate (
 the staged tree) -> swap -> reload (never restart) -> verify the new config is what nginx serves -> record
 it as live. A failure before the swap changes nothing; a failure from the swap on restores the
 last-known-good files on that node. Either way the rollout stops there, so the other node keeps serving
-the old config. A node whose files are right but whose services were never verified on them (the operator
-stopped between swap and reload) is reloaded and verified again.
+the old config, and a config a node refused is not pushed again before its backoff has passed (or the
+config changes). A node whose files are right but whose services were never verified on them (the
+operator stopped between swap and reload) is reloaded and verified again.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import posixpath
+import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+from lbpair.config import OperatorConfig
+from lbpair.events import Event
+from lbpair.health import NodeReport
 from lbpair.model.files import ManagedFile
-from lbpair.nodes.client import NodeClient, NodeError
+from lbpair.nodes.client import NodeError, NodeUnreachableError
+from lbpair.nodes.layout import NodeLayout
+from lbpair.nodes.node import Node
 from lbpair.nodes.observe import NodeObservation
-from lbpair.nodes.operations import (
-    apply_reload,
-    apply_staged,
-    mark_live,
-    observe_node,
-    observe_served_hash,
-    push_bundle,
-    restore_last_good,
-    validate_staged,
-)
+from lbpair.nodes.operations import ValidationFailedError
 
-VERIFY_TIMEOUT_SECONDS = 10.0
-VERIFY_POLL_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class NodeLayout:
-    """Where the two services' config lives on a node, and how to tell which service a file belongs to."""
-
-    nginx_service: str
-    keepalived_service: str
-    nginx_config_path: str
-    keepalived_config_path: str
-    status_port: int
-    directories: tuple[str, ...] = ()  # created before validation: nginx makes only the last level
-
-    @property
-    def units(self) -> tuple[str, str]:
-        return (self.nginx_service, self.keepalived_service)
-
-    @property
-    def nginx_root(self) -> str:
-        return posixpath.dirname(self.nginx_config_path)
-
-    @property
-    def keepalived_root(self) -> str:
-        return posixpath.dirname(self.keepalived_config_path)
-
-    @property
-    def roots(self) -> tuple[str, str]:
-        return (self.nginx_root, self.keepalived_root)
-
-    def services_for(self, paths: Iterable[str]) -> list[str]:
-        """The services that must reload for these files: each reads only files under its own root."""
-        services = []
-        changed = list(paths)
-        if any(_under(path, self.nginx_root) for path in changed):
-            services.append(self.nginx_service)
-        if any(_under(path, self.keepalived_root) for path in changed):
-            services.append(self.keepalived_service)
-        return services
-
-
-def _under(path: str, root: str) -> bool:
-    return posixpath.commonpath([path, root]) == root
+log = logging.getLogger(__name__)
+VERIFY_POLL_SECONDS = 0.1  # the status endpoint answers in ~5 ms; nginx's reload takes tens of ms
 
 
 @dataclass(frozen=True)
 class NodePlan:
     """What one node should run: its files, their hash, and the hash its nginx serves once they are live."""
 
-    name: str
-    client: NodeClient
+    node: Node
     files: tuple[ManagedFile, ...]
     config_hash: str
     nginx_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.node.name
 
 
 @dataclass(frozen=True)
@@ -120,50 +80,81 @@ def rollout_order(
     return sorted(plans, key=lambda plan: (vips_held(plan), plan.name))
 
 
-class RolledBackError(NodeError):
+class RolloutError(NodeError):
+    """A node did not take the new config; `reason` is the event reason users see."""
+
+    reason: ClassVar[str] = "Rejected"
+
+
+class ConfigRejectedError(RolloutError):
+    """nginx -t or keepalived -t refused the staged config; nothing changed on the node."""
+
+    def __init__(self, node: str, output: str) -> None:
+        super().__init__(f"{node}: config rejected by the node: {output}")
+
+
+class RolloutFailedError(RolloutError):
+    """The rollout failed where nothing had been swapped (staging, or reloading files already in place)."""
+
+    def __init__(self, node: str, error: NodeError) -> None:
+        super().__init__(f"{node}: rollout failed: {error}")
+
+
+class RolledBackError(RolloutError):
     """The new config went live on a node but failed there; the last-known-good files were restored."""
 
+    reason: ClassVar[str] = "RolledBack"
 
-class RestoreFailedError(NodeError):
+    def __init__(self, node: str, error: NodeError) -> None:
+        super().__init__(f"{node}: {error}; restored the last-known-good config")
+
+
+class RestoreFailedError(RolloutError):
     """The new config failed on a node and putting the last-known-good files back failed too."""
 
+    reason: ClassVar[str] = "RestoreFailed"
 
-def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout) -> None:
-    """Apply `plan` on its node.
+    def __init__(self, node: str, error: NodeError, restore_error: NodeError) -> None:
+        super().__init__(f"{node}: {error}; restoring the last-known-good config failed too: {restore_error}")
 
-    Raises ValidationFailedError (nothing changed on the node), RolledBackError (it was restored),
-    RestoreFailedError (it is in an unknown state), or NodeUnreachableError before anything changed.
-    """
-    client = plan.client
+
+def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, verify_timeout: float) -> None:
+    """Apply `plan` on its node; raises a RolloutError, or NodeUnreachableError before anything changed."""
+    node = plan.node
     services = layout.services_for(difference.changed) if difference.changed else list(layout.units)
     if difference.changed:
-        push_bundle(client, plan.files, layout.directories)
-        validate_staged(client, (layout.nginx_config_path, layout.keepalived_config_path), layout.roots)
+        try:
+            node.stage(plan.files)
+            node.validate()
+        except ValidationFailedError as error:
+            raise ConfigRejectedError(plan.name, str(error)) from error
+        except NodeUnreachableError:
+            raise
+        except NodeError as error:
+            raise RolloutFailedError(plan.name, error) from error
     try:
         if difference.changed:
-            apply_staged(client)
-        apply_reload(client, services)
-        verify_node(client, plan.nginx_hash, layout)
-        mark_live(client, plan.config_hash)
+            node.swap()
+        node.reload(services)
+        verify_node(node, plan.nginx_hash, layout, verify_timeout)
+        node.mark_live(plan.config_hash)
     except NodeError as error:
         if not difference.changed:
-            raise  # nothing was swapped: there is nothing to restore
+            raise RolloutFailedError(plan.name, error) from error  # nothing was swapped: nothing to restore
         try:
-            restore_last_good(client)
-            apply_reload(client, services)
+            node.restore()
+            node.reload(services)
         except NodeError as restore_error:
-            raise RestoreFailedError(
-                f"{plan.name}: {error}; restoring the last-known-good config failed too: {restore_error}"
-            ) from error
-        raise RolledBackError(f"{plan.name}: {error}; restored the last-known-good config") from error
+            raise RestoreFailedError(plan.name, error, restore_error) from error
+        raise RolledBackError(plan.name, error) from error
 
 
-def verify_node(client: NodeClient, nginx_hash: str, layout: NodeLayout) -> None:
+def verify_node(node: Node, nginx_hash: str, layout: NodeLayout, timeout: float) -> None:
     """nginx serves the new config (its status endpoint returns the new hash) and keepalived runs."""
-    deadline = time.monotonic() + VERIFY_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     served = ""
     while time.monotonic() < deadline:
-        served = observe_served_hash(client, layout.status_port)
+        served = node.served_hash()
         if served == nginx_hash:
             break
         time.sleep(VERIFY_POLL_SECONDS)
@@ -172,5 +163,140 @@ def verify_node(client: NodeClient, nginx_hash: str, layout: NodeLayout) -> None
             f"nginx does not serve the new config after reload (serves {served or 'nothing'!r}, "
             f"expected {nginx_hash[:12]})"
         )
-    if not observe_node(client, layout.units).running("keepalived"):
-        raise NodeError("keepalived is not running after reload")
+    if not node.observe().running("keepalived"):
+        raise NodeError(f"keepalived ({layout.keepalived_service}) is not running after reload")
+
+
+@dataclass(frozen=True)
+class FailedRollout:
+    """A config a node refused: not pushed again until the config changes or its backoff has passed."""
+
+    config_hash: str
+    message: str
+    at: float  # time.monotonic()
+    attempts: int
+
+    def due(self, config: OperatorConfig, now: float) -> bool:
+        backoff = min(config.retry_seconds * (1 << (self.attempts - 1)), config.max_retry_seconds)
+        return now - self.at >= backoff
+
+
+@dataclass
+class PairRollout:
+    """What a rollout over the pair did: per-node reports, the first problem, and events to post."""
+
+    reports: list[NodeReport]
+    problem: str = ""
+    events: list[Event] = field(default_factory=list)
+    reloads: list[str] = field(default_factory=list)  # "<service>@<node>", for the pass's log line
+    files_changed: int = 0
+
+
+def roll_out_pair(
+    plans: Sequence[NodePlan],
+    observations: dict[str, NodeObservation],
+    errors: Mapping[str, str],
+    *,
+    pair: str,
+    vips: Sequence[str],
+    layout: NodeLayout,
+    failures: dict[str, FailedRollout],
+    config: OperatorConfig,
+) -> PairRollout:
+    """Roll out every node whose files or live state differ, in order, stopping at the first failure.
+
+    `observations` holds the nodes that answered the probe (updated in place after a rollout);
+    `failures` is the pair's memory of refused configs per node (updated in place).
+    """
+    node_errors = dict(errors)
+    programmed: set[str] = set()
+    outcome = PairRollout(reports=[])
+    reachable = [plan for plan in plans if plan.name in observations]
+    for plan in rollout_order(reachable, observations, vips):
+        difference = compare(observations[plan.name], plan)
+        if not difference.any:
+            programmed.add(plan.name)
+            continue
+        if outcome.problem:
+            continue  # an earlier node failed: leave this one as it is
+        refused = failures.get(plan.name)
+        if refused and refused.config_hash == plan.config_hash and not refused.due(config, time.monotonic()):
+            outcome.problem = refused.message
+            continue
+        started = time.monotonic()
+        try:
+            roll_out_node(plan, difference, layout, config.verify_timeout_seconds)
+        except NodeUnreachableError as error:
+            outcome.problem = f"{plan.name}: lost during rollout: {error}"
+            _log_node(pair, plan.name, "unreachable", difference, started)
+        except RolloutError as error:
+            _log_node(pair, plan.name, error.reason, difference, started)
+            outcome.problem = str(error)
+            previous = failures.get(plan.name)
+            same = previous is not None and previous.config_hash == plan.config_hash
+            attempts = previous.attempts + 1 if previous and same else 1
+            failures[plan.name] = FailedRollout(plan.config_hash, str(error), time.monotonic(), attempts)
+            if attempts == 1:  # the same config failing again is not news
+                outcome.events.append(Event.warning(error.reason, str(error)))
+        else:
+            _log_node(pair, plan.name, "applied", difference, started)
+            failures.pop(plan.name, None)
+            programmed.add(plan.name)
+            outcome.files_changed += len(difference.changed)
+            outcome.reloads += [f"{service}@{plan.name}" for service in _reloaded(difference, layout)]
+            outcome.events += _applied_events(plan, difference)
+        try:
+            observations[plan.name] = plan.node.observe()
+        except NodeError as error:
+            node_errors[plan.name] = str(error)
+            observations.pop(plan.name, None)
+    outcome.reports = [
+        NodeReport(
+            name=plan.name,
+            observation=observations.get(plan.name),
+            error=node_errors.get(plan.name, ""),
+            applied_hash=plan.config_hash if plan.name in programmed else "",
+            programmed=plan.name in programmed,
+        )
+        for plan in plans
+    ]
+    return outcome
+
+
+def _log_node(pair: str, node: str, outcome: str, difference: Difference, started: float) -> None:
+    log.info(
+        "node rollout pair=%s node=%s outcome=%s files_changed=%d drifted=%d seconds=%.3f",
+        pair,
+        node,
+        outcome,
+        len(difference.changed),
+        len(difference.drifted),
+        time.monotonic() - started,
+    )
+
+
+def _reloaded(difference: Difference, layout: NodeLayout) -> list[str]:
+    return layout.services_for(difference.changed) if difference.changed else list(layout.units)
+
+
+def _applied_events(plan: NodePlan, difference: Difference) -> list[Event]:
+    events = []
+    if difference.drifted:
+        drifted = ", ".join(sorted(difference.drifted))
+        events.append(Event.warning("DriftReverted", f"{plan.name}: reverted hand edits of {drifted}"))
+    events.append(Event.normal("Applied", f"{plan.name}: applied config {plan.config_hash[:12]}"))
+    return events
+
+
+def observe_all(nodes: Sequence[Node]) -> tuple[dict[str, NodeObservation], dict[str, str]]:
+    """Probe the nodes at once; an unreachable node is reported, not fatal."""
+    observations: dict[str, NodeObservation] = {}
+    errors: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(len(nodes), 1)) as pool:
+        futures = {node.name: pool.submit(node.observe) for node in nodes}
+    for name, future in futures.items():
+        try:
+            observations[name] = future.result()
+        except NodeError as error:
+            errors[name] = str(error)
+    return observations, errors

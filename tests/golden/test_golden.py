@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lbpair.render import RenderedNode, render_pair
-from tests.unit.samples import sample_objects, sample_secrets
+from tests.unit.samples import sample
 
 pytestmark = pytest.mark.golden
 
@@ -33,7 +33,7 @@ NODE_DIRECTORIES = re.compile(
 
 
 def rendered(case: str) -> list[RenderedNode]:
-    result = sample_objects(*CASES[case]).build(sample_secrets())
+    result = sample(*CASES[case]).build()
     assert result.problems == []
     return list(render_pair(result.state).values())
 

@@ -158,6 +158,14 @@ INVALID_VARIANTS = (
         "spec.vips",
     ),
     InvalidVariant(
+        "VIP equal to a node's own address",
+        SEED,
+        "LoadBalancerPair",
+        "seed",
+        {"spec.vips[0].address": "198.51.100.12/24"},
+        "spec.vips",
+    ),
+    InvalidVariant(
         "PASS authentication under VRRPv3",
         SEED,
         "LoadBalancerPair",

@@ -1,24 +1,29 @@
-"""The resources in config/samples/, parsed by the model, as the golden and unit tests use them."""
+"""The resources in config/samples/, as a pair's build reads them, for the golden and unit tests.
+
+Tests edit the plain dicts (as a user edits YAML) and build with `Sample.build()`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lbpair.model import parse_pair, parse_upstream, parse_virtual_host
-from lbpair.model.desired import BuildResult, SecretValues, TlsMaterial, build_desired_state
-from lbpair.model.pair import LoadBalancerPair
-from lbpair.model.upstream import Upstream
-from lbpair.model.virtualhost import VirtualHost
+from lbpair.build import PairBuild, PairRejected, PairResources, build_pair
+from lbpair.model.common import ObjectRef
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "config" / "samples"
 NAMESPACE = "demo"
 TLS_INPUTS = REPO / "tests" / "golden" / "inputs"
 SEED_AUTH_PASS = "1111"  # noqa: S105 - the seed tutorial's auth_pass, also in config/samples/seed-tutorial.yaml
+SSH_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n(unit tests never log in)\n-----END OPENSSH PRIVATE KEY-----\n"
+)
 
 
 def sample_documents(*names: str) -> list[dict[str, Any]]:
@@ -32,33 +37,67 @@ def sample_documents(*names: str) -> list[dict[str, Any]]:
     return documents
 
 
-@dataclass(frozen=True)
-class SampleObjects:
-    pair: LoadBalancerPair
-    upstreams: list[Upstream]
-    virtual_hosts: list[VirtualHost]
-
-    def build(self, secrets: SecretValues) -> BuildResult:
-        return build_desired_state(self.pair, self.upstreams, self.virtual_hosts, secrets)
+def secret_data(**values: str) -> dict[str, str]:
+    """A Secret's `data` as the API returns it (base64)."""
+    return {key.replace("_", "."): base64.b64encode(value.encode()).decode() for key, value in values.items()}
 
 
-def parse_documents(documents: list[dict[str, Any]]) -> SampleObjects:
-    (pair,) = [parse_pair(d) for d in documents if d["kind"] == "LoadBalancerPair"]
-    return SampleObjects(
+def sample_secrets() -> dict[ObjectRef, dict[str, str]]:
+    """What the samples' Secrets hold (the TLS pair is tests/golden/inputs/shop-tls.*)."""
+    return {
+        ObjectRef(NAMESPACE, "lb-ssh"): {"ssh-privatekey": secret_data(key=SSH_KEY)["key"]},
+        ObjectRef(NAMESPACE, "seed-vrrp-auth"): secret_data(password=SEED_AUTH_PASS),
+        ObjectRef(NAMESPACE, "shop-tls"): secret_data(
+            tls_crt=(TLS_INPUTS / "shop-tls.crt").read_text(),
+            tls_key=(TLS_INPUTS / "shop-tls.key").read_text(),
+        ),
+    }
+
+
+@dataclass
+class Sample:
+    """One pair and its attached objects as API objects, plus the Secrets and namespace labels."""
+
+    pair: dict[str, Any]
+    upstreams: list[dict[str, Any]]
+    virtual_hosts: list[dict[str, Any]]
+    secrets: dict[ObjectRef, dict[str, str]] = field(default_factory=sample_secrets)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def resources(self) -> PairResources:
+        return PairResources(
+            pair=self.pair,
+            upstreams=self.upstreams,
+            virtual_hosts=self.virtual_hosts,
+            secrets=self.secrets.get,
+            namespace_labels=self.namespace_labels.get,
+        )
+
+    def build(self) -> PairBuild:
+        result = build_pair(self.resources())
+        assert isinstance(result, PairBuild), result
+        return result
+
+    def rejected(self) -> PairRejected:
+        result = build_pair(self.resources())
+        assert isinstance(result, PairRejected), result
+        return result
+
+    def vhost(self, name: str) -> dict[str, Any]:
+        (found,) = [v for v in self.virtual_hosts if v["metadata"]["name"] == name]
+        return found
+
+    def upstream(self, name: str) -> dict[str, Any]:
+        (found,) = [u for u in self.upstreams if u["metadata"]["name"] == name]
+        return found
+
+
+def sample(*names: str) -> Sample:
+    """The named sample files as one pair's resources (exactly one LoadBalancerPair among them)."""
+    documents = copy.deepcopy(sample_documents(*names))
+    (pair,) = [d for d in documents if d["kind"] == "LoadBalancerPair"]
+    return Sample(
         pair=pair,
-        upstreams=[parse_upstream(d) for d in documents if d["kind"] == "Upstream"],
-        virtual_hosts=[parse_virtual_host(d) for d in documents if d["kind"] == "VirtualHost"],
+        upstreams=[d for d in documents if d["kind"] == "Upstream"],
+        virtual_hosts=[d for d in documents if d["kind"] == "VirtualHost"],
     )
-
-
-def sample_objects(*names: str) -> SampleObjects:
-    return parse_documents(sample_documents(*names))
-
-
-def sample_secrets() -> SecretValues:
-    """What the reconciler would read from the samples' Secrets."""
-    material = TlsMaterial(
-        certificate_pem=(TLS_INPUTS / "shop-tls.crt").read_text(),
-        private_key_pem=(TLS_INPUTS / "shop-tls.key").read_text(),
-    )
-    return SecretValues(vrrp_auth_pass=SEED_AUTH_PASS, tls={(NAMESPACE, "shop-tls"): material})

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import random
 
-from lbpair.model.desired import build_desired_state
 from lbpair.render import render_pair
-from tests.unit.samples import sample_objects, sample_secrets
+from tests.unit.samples import sample
 
 CASE = ("seed-tutorial.yaml", "tls-virtualhost.yaml")
 
 
 def test_input_order_does_not_change_the_output() -> None:
-    objects = sample_objects(*CASE)
-    shuffled_upstreams, shuffled_hosts = list(objects.upstreams), list(objects.virtual_hosts)
-    random.Random(7).shuffle(shuffled_upstreams)  # noqa: S311 - a fixed shuffle, not security
-    random.Random(7).shuffle(shuffled_hosts)  # noqa: S311 - as above
+    resources = sample(*CASE)
+    first = render_pair(resources.build().state)
+    random.Random(7).shuffle(resources.upstreams)  # noqa: S311 - a fixed shuffle, not security
+    random.Random(7).shuffle(resources.virtual_hosts)  # noqa: S311 - as above
 
-    first = render_pair(objects.build(sample_secrets()).state)
-    second = render_pair(
-        build_desired_state(objects.pair, shuffled_upstreams, shuffled_hosts, sample_secrets()).state
-    )
+    second = render_pair(resources.build().state)
 
     assert first == second
 
 
 def test_nginx_files_are_identical_on_both_nodes_and_keepalived_differs() -> None:
-    lb1, lb2 = render_pair(sample_objects(*CASE).build(sample_secrets()).state).values()
+    lb1, lb2 = render_pair(sample(*CASE).build().state).values()
 
     nginx_paths = [path for path in lb1.files if path.startswith("/etc/nginx/")]
     assert nginx_paths
@@ -37,24 +33,17 @@ def test_nginx_files_are_identical_on_both_nodes_and_keepalived_differs() -> Non
 
 
 def test_status_server_serves_the_hash_of_the_other_nginx_files() -> None:
-    lb1 = render_pair(sample_objects(*CASE).build(sample_secrets()).state)["lb1"]
+    lb1 = render_pair(sample(*CASE).build().state)["lb1"]
 
     assert f'return 200 "{lb1.nginx_hash}\\n";' in lb1.files["/etc/nginx/lbpair/status.conf"].content
 
 
 def test_a_changed_backend_changes_only_its_file_and_the_hashes() -> None:
-    objects = sample_objects(*CASE)
-    before = render_pair(objects.build(sample_secrets()).state)["lb1"]
-    upstream = objects.upstreams[0]
-    server = upstream.spec.servers[0].model_copy(update={"weight": 5})
-    changed = upstream.model_copy(
-        update={"spec": upstream.spec.model_copy(update={"servers": [server, *upstream.spec.servers[1:]]})}
-    )
-    after = render_pair(
-        build_desired_state(
-            objects.pair, [changed, *objects.upstreams[1:]], objects.virtual_hosts, sample_secrets()
-        ).state
-    )["lb1"]
+    resources = sample(*CASE)
+    before = render_pair(resources.build().state)["lb1"]
+    resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 5
+
+    after = render_pair(resources.build().state)["lb1"]
 
     changed_paths = {path for path in before.files if before.files[path] != after.files[path]}
     assert changed_paths == {"/etc/nginx/lbpair/upstream_demo_lb-www.conf", "/etc/nginx/lbpair/status.conf"}
@@ -62,7 +51,7 @@ def test_a_changed_backend_changes_only_its_file_and_the_hashes() -> None:
 
 
 def test_tls_key_is_private_and_the_check_script_executable() -> None:
-    lb1 = render_pair(sample_objects(*CASE).build(sample_secrets()).state)["lb1"]
+    lb1 = render_pair(sample(*CASE).build().state)["lb1"]
 
     modes = {path: file.mode for path, file in lb1.files.items()}
     assert modes["/etc/nginx/lbpair/tls/demo_shop-tls.key"] == 0o600

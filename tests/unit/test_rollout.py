@@ -1,13 +1,16 @@
-"""Pure parts of the rollout: what differs, which services reload, which node goes first."""
+"""Pure parts of the rollout: what differs, which services reload, which node goes first.
+
+The fake nodes here are never called: these functions only read observations."""
 
 from __future__ import annotations
 
 import ipaddress
 
 from lbpair.model.files import ManagedFile
-from lbpair.nodes.client import CommandResult
+from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import ManagedFileState, NodeObservation
-from lbpair.rollout import NodeLayout, NodePlan, compare, rollout_order
+from lbpair.rollout import NodePlan, compare, rollout_order
+from tests.unit.fake_node import FakeNode
 
 LAYOUT = NodeLayout(
     nginx_service="nginx",
@@ -32,17 +35,7 @@ def observation(
     )
 
 
-class UnusedClient:
-    name = "unused"
-
-    def run(self, command: str, *, stdin: bytes = b"", timeout: float = 30.0) -> CommandResult:
-        raise AssertionError("pure code must not talk to a node")
-
-    def close(self) -> None:
-        raise AssertionError("pure code must not talk to a node")
-
-
-PLAN = NodePlan("lb1", UnusedClient(), (NGINX_CONF, KEEPALIVED_CONF), "config-hash", "nginx-hash")
+PLAN = NodePlan(FakeNode("lb1"), (NGINX_CONF, KEEPALIVED_CONF), "config-hash", "nginx-hash")
 
 
 def test_identical_files_running_verified_need_no_push() -> None:
@@ -84,7 +77,7 @@ def test_only_the_services_whose_files_changed_reload() -> None:
 
 
 def test_vip_holder_is_rolled_out_last() -> None:
-    plans = [NodePlan(name, UnusedClient(), (NGINX_CONF,), "hash", "nginx-hash") for name in ("lb1", "lb2")]
+    plans = [NodePlan(FakeNode(name), (NGINX_CONF,), "hash", "nginx-hash") for name in ("lb1", "lb2")]
     observations = {
         "lb1": observation({}, ("198.51.100.11/24", "198.51.100.10/24")),
         "lb2": observation({}, ("198.51.100.12/24",)),

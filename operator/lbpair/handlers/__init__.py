@@ -19,29 +19,45 @@ from typing import Any
 
 import kopf
 
+from lbpair.build import PairResources
+from lbpair.config import OperatorConfig
+from lbpair.kube import KubeAPI, load_client_config
 from lbpair.model import GROUP, VERSION
-from lbpair.reconcile import Inputs, OperatorConfig, PairKey, Reconciler, pair_key_of_attached
+from lbpair.model.common import ObjectRef, attached_pair
+from lbpair.nodes.node import AgentNodes
+from lbpair.reconcile import Reconciler
 
 FINALIZER = f"{GROUP}/cleanup"
+
+
+class QuietSuccess(logging.Filter):
+    """Drops kopf's per-event "Handler ... succeeded" lines: a pair with hundreds of VirtualHosts would log
+    one per object on every edit, drowning the operator's own one line per pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            record.levelno <= logging.INFO and message.startswith("Handler ") and "succeeded" in message
+        )
 
 
 class Wakeups:
     """One event per pair: set when something the pair depends on changes; the pair's loop waits on it."""
 
     def __init__(self) -> None:
-        self._events: dict[PairKey, asyncio.Event] = {}
+        self._events: dict[ObjectRef, asyncio.Event] = {}
 
-    def event(self, key: PairKey) -> asyncio.Event:
+    def event(self, key: ObjectRef) -> asyncio.Event:
         return self._events.setdefault(key, asyncio.Event())
 
-    def wake(self, key: PairKey) -> None:
+    def wake(self, key: ObjectRef) -> None:
         self.event(key).set()
 
     def wake_all(self) -> None:
         for event in self._events.values():
             event.set()
 
-    def forget(self, key: PairKey) -> None:
+    def forget(self, key: ObjectRef) -> None:
         self._events.pop(key, None)
 
 
@@ -53,9 +69,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Events are posted explicitly, with stable reasons; kopf's per-log-line events would drown them.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    logging.getLogger("kopf.objects").addFilter(QuietSuccess())
     config = OperatorConfig.from_environment()
     memo.config = config
-    memo.reconciler = await asyncio.to_thread(Reconciler.create)
+    await asyncio.to_thread(load_client_config)
+    memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), config)
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
 
@@ -71,20 +89,20 @@ async def close_connections(memo: kopf.Memo, **_: Any) -> None:
 @kopf.index(GROUP, VERSION, "upstreams", id="upstreams_by_pair")
 def upstreams_by_pair(
     body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
-) -> dict[PairKey, Any]:
-    return {pair_key_of_attached(namespace or "", spec): dict(body)}
+) -> dict[ObjectRef, Any]:
+    return {attached_pair(namespace or "", spec): dict(body)}
 
 
 @kopf.index(GROUP, VERSION, "virtualhosts", id="virtualhosts_by_pair")
 def virtualhosts_by_pair(
     body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
-) -> dict[PairKey, Any]:
-    return {pair_key_of_attached(namespace or "", spec): dict(body)}
+) -> dict[ObjectRef, Any]:
+    return {attached_pair(namespace or "", spec): dict(body)}
 
 
 @kopf.index("", "v1", "secrets", id="secrets_by_name")
-def secrets_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[PairKey, Any]:
-    return {(namespace or "", name): dict(body.get("data") or {})}
+def secrets_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[ObjectRef, Any]:
+    return {ObjectRef(namespace or "", name): dict(body.get("data") or {})}
 
 
 @kopf.index("", "v1", "namespaces", id="namespace_labels")
@@ -98,12 +116,12 @@ def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]
 @kopf.on.event(GROUP, VERSION, "upstreams", id="upstream-changed")
 @kopf.on.event(GROUP, VERSION, "virtualhosts", id="virtualhost-changed")
 async def attached_changed(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    memo.wakeups.wake(pair_key_of_attached(namespace or "", spec))
+    memo.wakeups.wake(attached_pair(namespace or "", spec))
 
 
 @kopf.on.event("", "v1", "secrets", id="secret-changed")
 async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    for key in memo.reconciler.pairs_using_secret(namespace or "", name):
+    for key in memo.reconciler.pairs_using_secret(ObjectRef(namespace or "", name)):
         memo.wakeups.wake(key)
 
 
@@ -124,21 +142,21 @@ async def converge(
     **kwargs: Any,
 ) -> None:
     """The pair's convergence loop: one pass per change or probe interval, until the pair goes away."""
-    key: PairKey = (namespace or "", name)
+    key = ObjectRef(namespace or "", name)
     indexes = Indexes(kwargs)
     wakeup = memo.wakeups.event(key)
     try:
         while not stopped:
             wakeup.clear()
-            inputs = Inputs(
+            resources = PairResources(
                 pair=dict(body),
                 upstreams=indexes.values("upstreams_by_pair", key),
-                virtualhosts=indexes.values("virtualhosts_by_pair", key),
-                secret_data=indexes.lookup("secrets_by_name"),
+                virtual_hosts=indexes.values("virtualhosts_by_pair", key),
+                secrets=indexes.lookup("secrets_by_name"),
                 namespace_labels=indexes.lookup("namespace_labels"),
             )
-            outcome = await asyncio.to_thread(memo.reconciler.run_pass, inputs)
-            for event in outcome.events:
+            events = await asyncio.to_thread(memo.reconciler.run_pass, resources)
+            for event in events:
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             await _wait_for_change(wakeup, stopped, memo.config.probe_interval_seconds)
             if wakeup.is_set():
@@ -183,7 +201,7 @@ async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     problem = await asyncio.to_thread(
         memo.reconciler.remove_from_nodes, dict(body), Indexes(kwargs).lookup("secrets_by_name")
     )
-    key = (body.metadata.namespace or "", body.metadata.name or "")
+    key = ObjectRef(body.metadata.namespace or "", body.metadata.name or "")
     if problem:
         if memo.cleanup_messages.get(key) != problem:  # one event per distinct problem, not per retry
             kopf.event(body, type="Warning", reason="CleanupPending", message=problem)

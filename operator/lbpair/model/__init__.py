@@ -1,4 +1,4 @@
-"""Typed API of lbpair: the three resources, their validation, and the desired state built from them.
+"""Typed API of lbpair: the three resources, their validation, and the status the operator writes.
 
 Imports nothing else of lbpair; everything else imports this.
 """

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field
 
@@ -37,3 +38,20 @@ class PairRef(ApiModel):
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ObjectRef(NamedTuple):
+    """A namespaced object by name: a pair, a Secret, an attached object."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def attached_pair(namespace: str, spec: Mapping[str, Any]) -> ObjectRef:
+    """The pair an Upstream or VirtualHost asks for: its pairRef, whose namespace defaults to the object's
+    own. Reads the raw spec, so an object the model refuses still reaches its pair and is told why."""
+    reference = spec.get("pairRef") or {}
+    return ObjectRef(str(reference.get("namespace") or namespace), str(reference.get("name") or ""))

@@ -403,9 +403,10 @@ WEIGHT_EXCEEDS_PRIORITY_GAP = CelRule(
     field_path=".healthCheck.weight",
 )
 VIPS_IN_NODE_NETWORK = CelRule(
-    rule="size(self.nodes) != 2 || self.vips.all(v, cidr(v.address).containsIP(self.nodes[0].vrrpAddress) && "
-    "cidr(v.address).containsIP(self.nodes[1].vrrpAddress))",
-    message="every VIP must lie in the network of both nodes' vrrpAddress (given by the VIP's prefix length)",
+    rule="size(self.nodes) != 2 || self.vips.all(v, self.nodes.all(n, "
+    "cidr(v.address).containsIP(n.vrrpAddress) && cidr(v.address).ip() != ip(n.vrrpAddress)))",
+    message="every VIP must lie in the network of both nodes' vrrpAddress (given by the VIP's prefix length) "
+    "and differ from both",
     field_path=".vips",
 )
 NOPREEMPT_NEEDS_FAULT = CelRule(

@@ -3,14 +3,37 @@ the operator builds with them is exactly what the API server keeps."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from lbpair.model.base import ApiModel, UniqueItems
 
-ShortText = Annotated[str, Field(max_length=1024)]
+TRUNCATION_MARK = " ...(truncated)"
+
+
+MESSAGE_LIMIT = 32768
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+
+def _truncated(limit: int) -> BeforeValidator:
+    """Text the operator writes (a validator's output, an SSH error) is cut to the schema's limit rather
+    than failing the whole status write."""
+    return BeforeValidator(lambda value: truncate(value, limit) if isinstance(value, str) else value)
+
+
+ShortText = Annotated[str, _truncated(1024), Field(max_length=1024)]
+Message = Annotated[str, _truncated(MESSAGE_LIMIT), Field(max_length=MESSAGE_LIMIT)]
 Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+
+
+def timestamp(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC, to the second, as Kubernetes writes times."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StatusModel(ApiModel):
@@ -28,12 +51,29 @@ class Condition(StatusModel):
     """Condition status."""
     reason: Annotated[str, Field(max_length=1024)]
     """CamelCase reason."""
-    message: Annotated[str, Field(max_length=32768)] = ""
+    message: Message = ""
     """Human-readable detail."""
     last_transition_time: Timestamp
     """When status last changed."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """metadata.generation the condition was computed for."""
+
+    @classmethod
+    def of(cls, type_: str, holds: bool, reason: str, message: str, *, at: str) -> Condition:
+        """A condition as computed at `at` (its transition time until `transition_from` says otherwise)."""
+        return cls(
+            type=type_,
+            status="True" if holds else "False",
+            reason=reason,
+            message=message,
+            last_transition_time=at,
+        )
+
+    def transition_from(self, previous: Condition | None) -> Self:
+        """lastTransitionTime moves only when the status does, as Kubernetes conventions ask."""
+        if previous is None or previous.status != self.status:
+            return self
+        return self.model_copy(update={"last_transition_time": previous.last_transition_time})
 
 
 Conditions = Annotated[list[Condition], Field(max_length=16), UniqueItems(("type",))]
@@ -71,7 +111,7 @@ class PairStatus(StatusModel):
     """metadata.generation last reconciled."""
     vips: ShortText = ""
     """The VIPs, comma-separated (printer column)."""
-    vip_holders: ShortText = ""
+    vip_holders: Annotated[str, _truncated(4096), Field(max_length=4096)] = ""
     """Holder per VIP, e.g. "198.51.100.10=lb1"; several holders of one VIP mean split brain."""
     mode: Annotated[str, Field(max_length=32)] = ""
     """The mode in effect."""
@@ -102,3 +142,7 @@ class AttachedStatus(StatusModel):
     """Programmed (in the live configuration of every node), Accepted (valid and attached)."""
     kopf: dict[str, Any] | None = None
     """Operator framework bookkeeping."""
+
+
+def find_condition(conditions: list[Condition], condition_type: str) -> Condition | None:
+    return next((c for c in conditions if c.type == condition_type), None)

@@ -1,6 +1,7 @@
-"""Pure rendering: a DesiredState → the files of each node, with content hashes.
+"""Pure rendering: a DesiredState (the render model, `lbpair.render.model`) → the files of each node,
+with content hashes.
 
-The only module that imports jinja2. No clock, no I/O besides reading the packaged templates; the same
+The only package that imports jinja2. No clock, no I/O besides reading the packaged templates; the same
 state always renders byte-identical files, so a hash comparison tells whether a node is up to date.
 """
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import jinja2
 
-from lbpair.model.desired import DesiredState, NodeConfig
 from lbpair.model.files import CONFIG_FILE_MODE, ManagedFile, manifest_hash
+from lbpair.render.model import DesiredState, NodeConfig
+from lbpair.render.syntax import FILTERS
 
 SCRIPT_FILE_MODE = 0o755
 # Autoescaping is for HTML; these are config files, and every value reaching a template is allow-listed
@@ -25,6 +27,7 @@ _ENVIRONMENT = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
 )
+_ENVIRONMENT.filters.update(FILTERS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class RenderedNode:
         return manifest_hash(self.files.values())
 
 
-def _render(template: str, **context: Any) -> str:  # noqa: ANN401 - template contexts are heterogeneous
+def render_template(template: str, **context: Any) -> str:  # noqa: ANN401 - contexts are heterogeneous
+    """One template with its render-model context (also what the template tests call)."""
     return _ENVIRONMENT.get_template(template).render(**context)
 
 
@@ -51,22 +55,26 @@ def render_nginx_files(state: DesiredState) -> tuple[list[ManagedFile], str]:
     banner = f"Managed by lbpair-operator for {state.pair}; local changes are overwritten."
     files = [
         ManagedFile(
-            state.nginx.path, _render("nginx.conf.j2", banner=banner, main=state.nginx), CONFIG_FILE_MODE
+            state.nginx.path,
+            render_template("nginx.conf.j2", banner=banner, main=state.nginx),
+            CONFIG_FILE_MODE,
         )
     ]
     files += [
         ManagedFile(
-            upstream.path, _render("upstream.conf.j2", banner=banner, upstream=upstream), CONFIG_FILE_MODE
+            upstream.path,
+            render_template("upstream.conf.j2", banner=banner, upstream=upstream),
+            CONFIG_FILE_MODE,
         )
         for upstream in state.upstreams
     ]
     files += [
-        ManagedFile(host.path, _render("vhost.conf.j2", banner=banner, host=host), CONFIG_FILE_MODE)
+        ManagedFile(host.path, render_template("vhost.conf.j2", banner=banner, host=host), CONFIG_FILE_MODE)
         for host in state.virtual_hosts
     ]
     files += state.tls_files
     nginx_hash = manifest_hash(files)
-    status = _render("status.conf.j2", banner=banner, main=state.nginx, nginx_hash=nginx_hash)
+    status = render_template("status.conf.j2", banner=banner, main=state.nginx, nginx_hash=nginx_hash)
     return [*files, ManagedFile(state.nginx.status_path, status, CONFIG_FILE_MODE)], nginx_hash
 
 
@@ -77,12 +85,12 @@ def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
     files.append(
         ManagedFile(
             keepalived.path,
-            _render("keepalived.conf.j2", banner=banner, keepalived=keepalived),
+            render_template("keepalived.conf.j2", banner=banner, keepalived=keepalived),
             CONFIG_FILE_MODE,
         )
     )
     if state.check_script is not None:
-        script = _render("check-nginx.sh.j2", banner=banner, script=state.check_script)
+        script = render_template("check-nginx.sh.j2", banner=banner, script=state.check_script)
         files.append(ManagedFile(state.check_script.path, script, SCRIPT_FILE_MODE))
     return RenderedNode(
         name=node.name, files={f.path: f for f in sorted(files, key=lambda f: f.path)}, nginx_hash=nginx_hash
@@ -99,4 +107,5 @@ __all__ = [
     "render_nginx_files",
     "render_node",
     "render_pair",
+    "render_template",
 ]

@@ -1,0 +1,242 @@
+"""One pure build per pass, like MetalLB's `config.For(ClusterResources)`: a pair's resources → its
+desired state (the render model), the problems of each attached object, the Secrets it read and the SSH
+key to reach its nodes.
+
+An attached object with a problem is left out and reported; the rest of the pair still builds. Only a
+problem of the pair itself (an invalid spec, a Secret it needs) rejects the whole build.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from lbpair.build.keepalived import check_script, keepalived
+from lbpair.build.nginx import nginx_main
+from lbpair.build.problems import Problem
+from lbpair.build.resources import PairResources, SecretLookup, SecretReader
+from lbpair.build.upstreams import upstream
+from lbpair.build.virtualhosts import VirtualHostBuilder, conflicting_ports, duplicate_server_names
+from lbpair.model import SpecError, parse_pair, parse_upstream, parse_virtual_host
+from lbpair.model.common import ObjectRef
+from lbpair.model.files import ManagedFile
+from lbpair.model.pair import LoadBalancerPair, PairSpec
+from lbpair.model.patterns import VRRP_AUTH_PASS_PATTERN
+from lbpair.model.upstream import Upstream as UpstreamSpec
+from lbpair.model.virtualhost import VirtualHost as VirtualHostSpec
+from lbpair.nodes.layout import NodeLayout
+from lbpair.render.model import DesiredState, NodeConfig, ObjectKey, VirtualHost
+
+ParsedT = TypeVar("ParsedT", UpstreamSpec, VirtualHostSpec)
+VRRP_AUTH_PASS = re.compile(VRRP_AUTH_PASS_PATTERN)
+PLURALS = {"Upstream": "upstreams", "VirtualHost": "virtualhosts"}
+
+
+@dataclass(frozen=True)
+class AttachedObject:
+    """An Upstream or VirtualHost whose pairRef names the pair, valid or not: each gets a status."""
+
+    key: ObjectKey
+    generation: int
+
+    @property
+    def plural(self) -> str:
+        return PLURALS[self.key.kind]
+
+
+@dataclass(frozen=True)
+class PairBuild:
+    pair: LoadBalancerPair
+    generation: int
+    state: DesiredState
+    layout: NodeLayout
+    ssh_private_key: str = field(repr=False)
+    attached: list[AttachedObject]
+    problems: list[Problem]
+    """Why attached objects are left out; an object may have several."""
+    secrets_used: frozenset[ObjectRef]
+
+    @property
+    def vips(self) -> list[str]:
+        return [vip.address.split("/")[0] for vip in self.pair.spec.vips]
+
+    def problems_of(self, key: ObjectKey) -> list[str]:
+        return [f"{problem.field}: {problem.message}" for problem in self.problems if problem.object == key]
+
+
+@dataclass(frozen=True)
+class PairRejected:
+    """The pair itself cannot be configured; nothing is pushed."""
+
+    reason: Literal["InvalidSpec", "SecretMissing"]
+    message: str
+    generation: int
+    secrets_used: frozenset[ObjectRef]
+
+
+def node_layout(spec: PairSpec) -> NodeLayout:
+    profile = spec.node_profile
+    return NodeLayout(
+        nginx_service=profile.nginx_service,
+        keepalived_service=profile.keepalived_service,
+        nginx_config_path=profile.nginx_config_path,
+        keepalived_config_path=profile.keepalived_config_path,
+        status_port=profile.nginx_status_port,
+        directories=(profile.nginx_cache_dir,),
+    )
+
+
+@dataclass(frozen=True)
+class PairAccess:
+    """The pair's spec and how to reach its nodes: all that a deletion needs."""
+
+    pair: LoadBalancerPair
+    generation: int
+    layout: NodeLayout
+    ssh_private_key: str | None = field(repr=False)
+    """None when the Secret or key is missing (the reason is `missing_key`)."""
+    secrets: SecretReader
+
+    @property
+    def missing_key(self) -> str:
+        reference = self.pair.spec.ssh.private_key_secret_ref
+        return f"Secret {self.pair.metadata.namespace}/{reference.name} has no usable key {reference.key!r}"
+
+
+def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAccess | PairRejected:
+    generation = int((pair_body.get("metadata") or {}).get("generation") or 0)
+    try:
+        pair = parse_pair(pair_body)
+    except SpecError as error:
+        return PairRejected("InvalidSpec", str(error), generation, frozenset())
+    reader = SecretReader(secrets)
+    key_ref = pair.spec.ssh.private_key_secret_ref
+    ssh_key = reader.text(pair.metadata.namespace, key_ref.name, key_ref.key)
+    return PairAccess(pair, generation, node_layout(pair.spec), ssh_key, reader)
+
+
+def build_pair(resources: PairResources) -> PairBuild | PairRejected:
+    access = pair_access(resources.pair, resources.secrets)
+    if isinstance(access, PairRejected):
+        return access
+    pair, generation, secrets = access.pair, access.generation, access.secrets
+    spec, namespace = pair.spec, pair.metadata.namespace
+    ssh_key = access.ssh_private_key
+    if ssh_key is None:
+        return PairRejected("SecretMissing", access.missing_key, generation, frozenset(secrets.used))
+    auth_pass: str | None = None
+    if spec.vrrp.authentication is not None:
+        auth_ref = spec.vrrp.authentication.secret_ref
+        auth_pass = secrets.text(namespace, auth_ref.name, auth_ref.key)
+        if auth_pass is None or not VRRP_AUTH_PASS.fullmatch(auth_pass):
+            message = (
+                f"LoadBalancerPair {namespace}/{pair.metadata.name}: spec.vrrp.authentication.secretRef: "
+                f"Secret {auth_ref.name} key {auth_ref.key} is missing or not 1-8 characters of "
+                "[A-Za-z0-9._+=-]"
+            )
+            return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))
+
+    admitted = _Admission(pair, resources)
+    upstream_specs = admitted.parse("Upstream", resources.upstreams, parse_upstream)
+    host_specs = admitted.parse("VirtualHost", resources.virtual_hosts, parse_virtual_host)
+    upstreams = {(key.namespace, key.name): upstream(spec, key, item.spec) for key, item in upstream_specs}
+    rejected_upstreams = {
+        (problem.object.namespace, problem.object.name): problem.message
+        for problem in reversed(admitted.problems)  # the first problem of each wins
+        if problem.object.kind == "Upstream"
+    }
+    problems = duplicate_server_names(host_specs) + conflicting_ports(host_specs)
+    in_conflict = {problem.object for problem in problems}
+    hosts: list[VirtualHost] = []
+    tls_files: dict[str, ManagedFile] = {}
+    for key, item in host_specs:
+        if key in in_conflict:
+            continue
+        builder = VirtualHostBuilder(pair, key, upstreams, rejected_upstreams, secrets)
+        built = builder.build(item)
+        problems += builder.problems
+        if built is not None:
+            hosts.append(built[0])
+            tls_files.update((tls_file.path, tls_file) for tls_file in built[1])
+
+    upstream_list = [upstreams[reference] for reference in sorted(upstreams)]
+    state = DesiredState(
+        pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
+        nodes=[NodeConfig(node.name, keepalived(pair, node, auth_pass)) for node in spec.nodes],
+        nginx=nginx_main(spec, [u.path for u in upstream_list] + [h.path for h in hosts], hosts),
+        upstreams=upstream_list,
+        virtual_hosts=hosts,
+        tls_files=[tls_files[path] for path in sorted(tls_files)],
+        check_script=check_script(spec),
+    )
+    return PairBuild(
+        pair=pair,
+        generation=generation,
+        state=state,
+        layout=access.layout,
+        ssh_private_key=ssh_key,
+        attached=admitted.attached,
+        problems=admitted.problems + sorted(problems),
+        secrets_used=frozenset(secrets.used),
+    )
+
+
+@dataclass
+class _Admission:
+    """Parses the attached objects and admits those the pair allows, recording why others are out."""
+
+    pair: LoadBalancerPair
+    resources: PairResources
+    attached: list[AttachedObject] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def parse(
+        self,
+        kind: str,
+        bodies: Sequence[Mapping[str, Any]],
+        parse: Callable[[Mapping[str, Any]], ParsedT],
+    ) -> list[tuple[ObjectKey, ParsedT]]:
+        admitted = []
+        for body in bodies:
+            metadata = body.get("metadata") or {}
+            key = ObjectKey(kind, str(metadata.get("namespace")), str(metadata.get("name")))
+            self.attached.append(AttachedObject(key, int(metadata.get("generation") or 0)))
+            try:
+                item = parse(body)
+            except SpecError as error:
+                self.problems.extend(Problem(key, "spec", problem) for problem in error.problems)
+                continue
+            if self._namespace_allowed(key.namespace):
+                admitted.append((key, item))
+            else:
+                pair_key = ObjectKey(
+                    "LoadBalancerPair", self.pair.metadata.namespace, self.pair.metadata.name
+                )
+                self.problems.append(
+                    Problem(key, "spec.pairRef", f"{pair_key} does not allow namespace {key.namespace}")
+                )
+        return sorted(admitted, key=lambda entry: entry[0])
+
+    def _namespace_allowed(self, namespace: str) -> bool:
+        pair = self.pair
+        allowed = pair.spec.allowed_namespaces
+        if namespace == pair.metadata.namespace or allowed.from_ == "All":
+            return True
+        if allowed.from_ == "Same" or allowed.selector is None:
+            return False
+        labels = self.resources.namespace_labels(namespace) or {}
+        return all(labels.get(key) == value for key, value in allowed.selector.match_labels.items())
+
+
+__all__ = [
+    "AttachedObject",
+    "PairAccess",
+    "PairBuild",
+    "PairRejected",
+    "PairResources",
+    "Problem",
+    "build_pair",
+    "pair_access",
+]

@@ -1,0 +1,83 @@
+"""The pair's nginx.conf from its spec: process settings, http defaults, includes, default servers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lbpair.model.pair import PairSpec
+from lbpair.render.model import (
+    Buffers,
+    CacheZone,
+    ClientLimits,
+    Gzip,
+    LogFormat,
+    LogItem,
+    NginxMain,
+    VirtualHost,
+)
+
+
+def status_path(spec: PairSpec) -> str:
+    return f"{spec.node_profile.nginx_managed_dir}/status.conf"
+
+
+def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]) -> NginxMain:
+    nginx = spec.nginx
+    profile = spec.node_profile
+    gzip = nginx.gzip
+    listens = {listen for host in hosts for listen in [*host.listens, *host.redirect_listens]}
+    return NginxMain(
+        path=profile.nginx_config_path,
+        user=nginx.user,
+        worker_processes=nginx.worker_processes,
+        pid_path=profile.nginx_pid_path,
+        error_log_path=f"{profile.nginx_log_dir}/error.log",
+        worker_connections=nginx.worker_connections,
+        worker_shutdown_timeout=nginx.worker_shutdown_timeout,
+        mime_types_path=profile.nginx_mime_types_path,
+        charset=nginx.charset,
+        log_formats=[
+            LogFormat(
+                name=log_format.name,
+                escape=log_format.escape,
+                items=[LogItem(variable=item.variable, literal=item.literal) for item in log_format.items],
+            )
+            for log_format in nginx.log_formats
+        ],
+        sendfile=nginx.sendfile,
+        tcp_nopush=nginx.tcp_nopush,
+        tcp_nodelay=nginx.tcp_nodelay,
+        keepalive_timeout=nginx.keepalive_timeout,
+        client=ClientLimits(
+            header_timeout=nginx.client_header_timeout,
+            body_timeout=nginx.client_body_timeout,
+            max_body_size=nginx.client_max_body_size,
+            body_buffer_size=nginx.client_body_buffer_size,
+        ),
+        proxy_temp_path=f"{profile.nginx_cache_dir}/temp",
+        cache_zones=[
+            CacheZone(
+                name=zone.name,
+                path=f"{profile.nginx_cache_dir}/{zone.name}",
+                levels=zone.levels,
+                keys_zone_size=zone.keys_zone_size,
+                max_size=zone.max_size,
+                inactive=zone.inactive,
+            )
+            for zone in nginx.cache_zones
+        ],
+        gzip=Gzip(
+            enabled=gzip.enabled,
+            min_length=gzip.min_length,
+            buffers=Buffers(gzip.buffers.number, gzip.buffers.size) if gzip.buffers else None,
+            http_version=gzip.http_version,
+            comp_level=gzip.comp_level,
+            types=list(gzip.types),
+            vary=gzip.vary,
+        ),
+        status_path=status_path(spec),
+        status_port=profile.nginx_status_port,
+        includes=includes,
+        # Ordered as text ("443 ssl" before "80"), the order nginx.conf has always had.
+        default_listens=sorted(listens, key=lambda listen: (str(listen.port), listen.ssl)),
+    )

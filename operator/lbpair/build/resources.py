@@ -1,0 +1,49 @@
+"""What one build reads: a snapshot of a pair's resources, and the Secret reads it makes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbpair.model.common import ObjectRef
+
+SecretLookup = Callable[[ObjectRef], Mapping[str, str] | None]
+"""A Secret's `data` (base64 values) by reference; None if there is no such Secret."""
+LabelLookup = Callable[[str], Mapping[str, str] | None]
+"""A namespace's labels by name; None if there is no such namespace."""
+
+
+@dataclass(frozen=True)
+class PairResources:
+    """Everything a build of one pair reads, as the API holds it: the pair, the Upstreams and VirtualHosts
+    whose pairRef names it (valid or not), and read-only views of Secrets and namespace labels."""
+
+    pair: Mapping[str, Any]
+    upstreams: Sequence[Mapping[str, Any]]
+    virtual_hosts: Sequence[Mapping[str, Any]]
+    secrets: SecretLookup
+    namespace_labels: LabelLookup
+
+
+@dataclass
+class SecretReader:
+    """Reads Secret values as text and remembers which Secrets were asked for, found or not, so that a
+    change to any of them (including its creation) wakes the pair."""
+
+    lookup: SecretLookup
+    used: set[ObjectRef] = field(default_factory=set)
+
+    def text(self, namespace: str, name: str, key: str) -> str | None:
+        """The value as text; None when the Secret or key is missing or the value is not UTF-8 text."""
+        reference = ObjectRef(namespace, name)
+        self.used.add(reference)
+        data = self.lookup(reference)
+        if data is None or key not in data:
+            return None
+        try:
+            return base64.b64decode(data[key], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None

@@ -1,0 +1,62 @@
+"""The operator's tunables: every one read here, from `LBPAIR_*` environment variables, and validated.
+
+A bad value stops the operator at start with an error naming the variable, rather than surfacing later
+as odd timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PREFIX = "LBPAIR_"
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the operator cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    probe_interval_seconds: float = 2.0
+    """A pass runs at least this often, which is how failovers, drift and recovered nodes are noticed."""
+    coalesce_seconds: float = 0.3
+    """After a change, wait this long for more before a pass: a burst of edits makes one push."""
+    retry_seconds: float = 60.0
+    """A config a node refused is retried after this long, then twice as long each time, ..."""
+    max_retry_seconds: float = 900.0
+    """... up to this."""
+    status_refresh_seconds: float = 30.0
+    """lastProbeTime alone does not justify a status write more often than this (etcd churn, GitOps noise)."""
+    verify_timeout_seconds: float = 10.0
+    """How long a reloaded nginx may take to serve the new config before the node is rolled back."""
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Each field from `LBPAIR_<FIELD>` (e.g. LBPAIR_PROBE_INTERVAL_SECONDS) where set."""
+        environment = os.environ if environment is None else environment
+        values: dict[str, float] = {}
+        for config_field in dataclasses.fields(cls):
+            variable = PREFIX + config_field.name.upper()
+            if variable in environment:
+                values[config_field.name] = _positive_seconds(variable, environment[variable])
+        config = cls(**values)
+        if config.max_retry_seconds < config.retry_seconds:
+            raise ConfigError(
+                f"{PREFIX}MAX_RETRY_SECONDS ({config.max_retry_seconds:g}) must not be below "
+                f"{PREFIX}RETRY_SECONDS ({config.retry_seconds:g})"
+            )
+        return config
+
+
+def _positive_seconds(variable: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{variable}={text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{variable}={text!r} must be a positive number of seconds")
+    return value

@@ -1,0 +1,79 @@
+"""Pure: events on transitions. What the previous pass observed and what this pass observes give the
+events users see (`kubectl get events`): each fires once per change, not on every pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lbpair.health import PairHealth
+from lbpair.model.status import MESSAGE_LIMIT, AttachedStatus, find_condition, truncate
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+    @classmethod
+    def normal(cls, reason: str, message: str) -> Event:
+        return cls("Normal", reason, truncate(message, MESSAGE_LIMIT))
+
+    @classmethod
+    def warning(cls, reason: str, message: str) -> Event:
+        return cls("Warning", reason, truncate(message, MESSAGE_LIMIT))
+
+
+@dataclass(frozen=True)
+class PairObservation:
+    """What one pass saw of the pair, as far as events are concerned."""
+
+    holders: Mapping[str, list[str]] = field(default_factory=dict)  # VIP -> nodes, only VIPs held
+    split_brain: bool = False
+    unreachable: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, health: PairHealth) -> PairObservation:
+        return cls(
+            holders={vip: holders for vip, holders in health.holders.items() if holders},
+            split_brain=any(len(holders) > 1 for holders in health.holders.values()),
+            unreachable=frozenset(node.name for node in health.nodes if not node.reachable),
+        )
+
+
+def transition_events(before: PairObservation, health: PairHealth) -> list[Event]:
+    """FailoverDetected, SplitBrain, NodeUnreachable and NodeRecovered, each on the pass that sees it."""
+    after = PairObservation.of(health)
+    events = []
+    for vip, holders in health.holders.items():
+        previous = before.holders.get(vip)
+        if previous and len(previous) == 1 and len(holders) == 1 and previous != holders:
+            events.append(
+                Event.warning("FailoverDetected", f"{vip} moved from {previous[0]} to {holders[0]}")
+            )
+    split = find_condition(list(health.conditions), "SplitBrain")
+    if after.split_brain and not before.split_brain and split is not None:
+        events.append(Event.warning("SplitBrain", split.message))
+    for node in health.nodes:
+        if node.name in after.unreachable - before.unreachable:
+            events.append(Event.warning("NodeUnreachable", f"{node.name}: {node.error}"))
+        if node.name in before.unreachable - after.unreachable:
+            events.append(Event.normal("NodeRecovered", f"{node.name} is reachable again"))
+    return events
+
+
+def rejection_event(before: str, problem: str) -> list[Event]:
+    """The pair itself is rejected: once per distinct problem."""
+    return [Event.warning("Rejected", problem)] if problem != before else []
+
+
+def attached_rejection_event(
+    key: str, previous: AttachedStatus | None, current: AttachedStatus
+) -> list[Event]:
+    """An Upstream or VirtualHost the pair leaves out: once when it becomes unaccepted."""
+    accepted = find_condition(current.conditions, "Accepted")
+    before = find_condition(previous.conditions, "Accepted") if previous else None
+    if accepted is None or accepted.status == "True" or (before is not None and before.status == "False"):
+        return []
+    return [Event.warning("Rejected", f"{key}: {accepted.message}")]

@@ -1,0 +1,127 @@
+"""One node as a rollout sees it: observe, stage, validate, swap, reload, verify, restore, uninstall.
+
+`AgentNode` is the real one: each call is one round trip of the node agent over SSH
+(`lbpair.nodes.operations`). Unit tests of the orchestration script a fake with the same methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from lbpair.model.files import ManagedFile
+from lbpair.nodes.client import NodeClient
+from lbpair.nodes.layout import NodeLayout
+from lbpair.nodes.observe import NodeObservation
+from lbpair.nodes.operations import (
+    apply_reload,
+    apply_staged,
+    apply_stop,
+    mark_live,
+    observe_node,
+    observe_served_hash,
+    push_bundle,
+    restore_last_good,
+    uninstall_managed,
+    validate_staged,
+)
+from lbpair.nodes.ssh import NodeConnections, SSHTarget
+
+
+class Node(Protocol):
+    """Every method raises NodeError (NodeUnreachableError when the node cannot be reached)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def observe(self) -> NodeObservation: ...
+
+    def stage(self, files: Sequence[ManagedFile]) -> None:
+        """Put the files beside the live tree; nothing live changes."""
+        ...
+
+    def validate(self) -> None:
+        """nginx -t and keepalived -t over the staged files (ValidationFailedError when refused)."""
+        ...
+
+    def swap(self) -> None:
+        """Staged files into place; the replaced ones become the last-known-good backup."""
+        ...
+
+    def reload(self, services: Sequence[str]) -> None: ...
+
+    def served_hash(self) -> str:
+        """The nginx config hash the running nginx serves ('' if none)."""
+        ...
+
+    def mark_live(self, config_hash: str) -> None: ...
+
+    def restore(self) -> None:
+        """The last-known-good backup back into place."""
+        ...
+
+    def uninstall(self) -> None:
+        """The node's own files back, the operator's removed."""
+        ...
+
+    def stop(self, services: Sequence[str]) -> None: ...
+
+
+class NodeFactory(Protocol):
+    def node(self, target: SSHTarget, layout: NodeLayout) -> Node: ...
+
+    def close_all(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AgentNode:
+    client: NodeClient
+    layout: NodeLayout
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    def observe(self) -> NodeObservation:
+        return observe_node(self.client, self.layout.units)
+
+    def stage(self, files: Sequence[ManagedFile]) -> None:
+        push_bundle(self.client, files, self.layout.directories)
+
+    def validate(self) -> None:
+        validate_staged(self.client, self.layout.config_paths, self.layout.roots)
+
+    def swap(self) -> None:
+        apply_staged(self.client)
+
+    def reload(self, services: Sequence[str]) -> None:
+        apply_reload(self.client, services)
+
+    def served_hash(self) -> str:
+        return observe_served_hash(self.client, self.layout.status_port)
+
+    def mark_live(self, config_hash: str) -> None:
+        mark_live(self.client, config_hash)
+
+    def restore(self) -> None:
+        restore_last_good(self.client)
+
+    def uninstall(self) -> None:
+        uninstall_managed(self.client)
+
+    def stop(self, services: Sequence[str]) -> None:
+        apply_stop(self.client, services)
+
+
+class AgentNodes:
+    """The production NodeFactory: the node agent over pooled, pinned-key SSH connections."""
+
+    def __init__(self, connections: NodeConnections | None = None) -> None:
+        self._connections = connections or NodeConnections()
+
+    def node(self, target: SSHTarget, layout: NodeLayout) -> Node:
+        return AgentNode(self._connections.client(target), layout)
+
+    def close_all(self) -> None:
+        self._connections.close_all()

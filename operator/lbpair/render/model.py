@@ -1,0 +1,341 @@
+"""The render model: what the templates loop over, in the templates' own terms.
+
+Fields are semantic (a listener is a port and whether it speaks TLS, a cache zone is an object), never
+nginx or keepalived syntax packed into strings: the syntax lives in the templates and in
+`lbpair.render.syntax`. Every string here was allow-listed by the API model or assembled by the build
+from allow-listed parts. The build (`lbpair.build`) makes these from the specs; template tests make them
+by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lbpair.model.files import ManagedFile
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """Which resource a piece of configuration comes from."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+# --- nginx ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Listen:
+    """A listening socket on every address, so it follows the VIPs."""
+
+    port: int
+    ssl: bool = False
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """`number size`, as proxy_buffers and gzip_buffers take them."""
+
+    number: int
+    size: str
+
+
+@dataclass(frozen=True)
+class LogItem:
+    """One piece of a log format: exactly one of an nginx variable (without `$`) or literal text."""
+
+    variable: str | None = None
+    literal: str | None = None
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    name: str
+    escape: str
+    items: list[LogItem]
+
+
+@dataclass(frozen=True)
+class CacheZone:
+    """A proxy cache: its directory, directory levels, keys zone and limits."""
+
+    name: str
+    path: str
+    levels: str
+    keys_zone_size: str
+    max_size: str | None = None
+    inactive: str | None = None
+
+
+@dataclass(frozen=True)
+class Gzip:
+    enabled: bool = False
+    min_length: str | None = None
+    buffers: Buffers | None = None
+    http_version: str | None = None
+    comp_level: int | None = None
+    types: list[str] = field(default_factory=list)
+    vary: bool = False
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    header_timeout: str | None = None
+    body_timeout: str | None = None
+    max_body_size: str | None = None
+    body_buffer_size: str | None = None
+
+
+@dataclass(frozen=True)
+class NginxMain:
+    """nginx.conf: process settings, the http block's defaults and what it includes."""
+
+    path: str
+    user: str
+    worker_processes: int | None  # None: one per CPU
+    pid_path: str
+    error_log_path: str
+    worker_connections: int
+    worker_shutdown_timeout: str | None
+    mime_types_path: str
+    charset: str | None
+    log_formats: list[LogFormat]
+    sendfile: bool
+    tcp_nopush: bool
+    tcp_nodelay: bool
+    keepalive_timeout: str
+    client: ClientLimits
+    proxy_temp_path: str
+    cache_zones: list[CacheZone]
+    gzip: Gzip
+    status_path: str
+    status_port: int
+    includes: list[str]
+    default_listens: list[Listen]
+    """Every listener of every virtual host: each gets a default server that refuses unknown Host names,
+    so a request for a name no VirtualHost declares never lands on whichever host nginx loaded first."""
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    address: str
+    port: int
+    weight: int
+    max_fails: int
+    fail_timeout: str
+    backup: bool = False
+    down: bool = False
+
+
+BalancingMethod = Literal["round_robin", "ip_hash", "least_conn", "hash"]
+
+
+@dataclass(frozen=True)
+class Balancing:
+    """How nginx picks a server; `hash_variable` (without `$`) only with method "hash"."""
+
+    method: BalancingMethod = "round_robin"
+    hash_variable: str | None = None
+    consistent: bool = False
+
+
+@dataclass(frozen=True)
+class Upstream:
+    source: ObjectKey
+    path: str
+    name: str
+    balancing: Balancing
+    keepalive: int | None
+    servers: list[UpstreamServer]
+
+
+@dataclass(frozen=True)
+class Header:
+    """A request header to the backend: the value of an nginx variable (without `$`) or a fixed value;
+    an empty fixed value clears the header."""
+
+    name: str
+    variable: str | None = None
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class CacheValidity:
+    codes: list[int]
+    time: str
+
+
+@dataclass(frozen=True)
+class LocationCache:
+    zone: str
+    valid: list[CacheValidity]
+
+
+@dataclass(frozen=True)
+class ProxyTuning:
+    """Optional proxy_* settings of a location; None keeps nginx's default."""
+
+    connect_timeout: str | None = None
+    send_timeout: str | None = None
+    read_timeout: str | None = None
+    buffer_size: str | None = None
+    buffers: Buffers | None = None
+    busy_buffers_size: str | None = None
+    temp_file_write_size: str | None = None
+    max_temp_file_size: str | None = None
+    next_upstream: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Location:
+    path: str
+    exact: bool
+    upstream: str | None  # the name of an Upstream of this pair, or
+    url: str | None  # a URL to proxy to
+    http11: bool = False
+    headers: list[Header] = field(default_factory=list)
+    redirect: Literal["off", "default"] | None = None
+    tuning: ProxyTuning = ProxyTuning()
+    cache: LocationCache | None = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    certificate_path: str
+    private_key_path: str
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    path: str
+    format: str
+
+
+@dataclass(frozen=True)
+class ErrorLog:
+    path: str
+    level: str
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    source: ObjectKey
+    path: str
+    server_names: list[str]
+    listens: list[Listen]
+    redirect_listens: list[Listen]
+    """Plain-HTTP listeners that only redirect to HTTPS."""
+    tls: TlsFiles | None
+    access_log: AccessLog | None
+    error_log: ErrorLog
+    locations: list[Location]
+
+    @property
+    def has_root_location(self) -> bool:
+        """A prefix location "/" catches every path the others do not."""
+        return any(location.path == "/" and not location.exact for location in self.locations)
+
+
+# --- keepalived -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckScript:
+    """The seed's chk_nginx.sh: is nginx's service active, optionally after one restart attempt."""
+
+    path: str
+    nginx_service: str
+    restart_nginx: bool
+    restart_wait_seconds: int
+
+
+@dataclass(frozen=True)
+class VirtualAddress:
+    cidr: str
+    interface: str
+
+
+@dataclass(frozen=True)
+class GarpTuning:
+    master_delay: int | None = None
+    master_repeat: int | None = None
+    master_refresh: int | None = None
+    lower_prio_repeat: int | None = None
+
+
+@dataclass(frozen=True)
+class VrrpInstance:
+    name: str
+    starts_as_master: bool
+    interface: str
+    virtual_router_id: int
+    priority: int
+    advert_interval_milliseconds: int
+    nopreempt: bool
+    preempt_delay_seconds: int
+    unicast_source: str | None  # unicast peering: this node's address, and
+    unicast_peers: list[str]  # the peer's
+    multicast_source: str | None
+    auth_pass: str | None
+    virtual_addresses: list[VirtualAddress]
+    garp: GarpTuning
+    track_script: str | None
+    track_process: str | None
+
+
+@dataclass(frozen=True)
+class VrrpScript:
+    name: str
+    path: str
+    interval_seconds: int
+    timeout_seconds: int
+    weight: int
+    fall: int
+    rise: int
+
+
+@dataclass(frozen=True)
+class TrackProcess:
+    name: str
+    process: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Keepalived:
+    path: str
+    router_id: str
+    vrrp_version: int
+    script: VrrpScript | None
+    track_process: TrackProcess | None
+    instances: list[VrrpInstance]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    keepalived: Keepalived
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything the renderer needs for both nodes of one pair."""
+
+    pair: ObjectKey
+    nodes: list[NodeConfig]
+    nginx: NginxMain
+    upstreams: list[Upstream]
+    virtual_hosts: list[VirtualHost]
+    tls_files: list[ManagedFile]
+    check_script: CheckScript | None
+
+    @property
+    def included(self) -> list[ObjectKey]:
+        """The attached objects this state configures."""
+        return sorted([u.source for u in self.upstreams] + [v.source for v in self.virtual_hosts])

@@ -1,0 +1,134 @@
+"""Pure: the status users read (`kubectl get lbpairs`, conditions), from one pass's build and health.
+
+Status stays typed (lbpair.model.status) from here to the API; conditions keep their
+lastTransitionTime while their status holds, and carry the generation they were computed for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, cast, get_args
+
+from lbpair.build import AttachedObject, PairBuild, PairRejected
+from lbpair.health import NodeReport, PairHealth
+from lbpair.model.status import AttachedStatus, Condition, NodeStatus, PairStatus, find_condition
+
+VrrpState = Literal["Master", "Backup", "Fault", "Unknown"]
+
+
+def with_transitions(
+    conditions: Iterable[Condition], previous: Sequence[Condition], generation: int
+) -> list[Condition]:
+    return [
+        condition.model_copy(update={"observed_generation": generation}).transition_from(
+            find_condition(list(previous), condition.type)
+        )
+        for condition in conditions
+    ]
+
+
+def pair_status(
+    build: PairBuild,
+    health: PairHealth,
+    applied_hashes: Mapping[str, str],
+    previous: PairStatus | None,
+    at: str,
+) -> PairStatus:
+    return PairStatus(
+        observed_generation=build.generation,
+        vips=",".join(build.vips),
+        vip_holders=health.holder_summary,
+        mode=build.pair.spec.mode,
+        healthy_nodes=health.healthy_nodes,
+        nodes=[
+            _node_status(report, health, applied_hashes.get(report.name, ""), at) for report in health.nodes
+        ],
+        conditions=with_transitions(
+            health.conditions, previous.conditions if previous else [], build.generation
+        ),
+    )
+
+
+def _node_status(report: NodeReport, health: PairHealth, applied_hash: str, at: str) -> NodeStatus:
+    observation = report.observation
+    return NodeStatus(
+        name=report.name,
+        reachable=report.reachable,
+        vrrp_state=vrrp_state(observation.vrrp[0].state if observation and observation.vrrp else ""),
+        vips_held=[vip for vip, holders in health.holders.items() if report.name in holders],
+        nginx_running=bool(observation and observation.running("nginx")),
+        keepalived_running=bool(observation and observation.running("keepalived")),
+        applied_config_hash=applied_hash,
+        last_probe_time=at,
+        message=report.error,
+    )
+
+
+def vrrp_state(keepalived_state: str) -> VrrpState:
+    """keepalived's MASTER/BACKUP/FAULT as the status field spells them; anything else is Unknown."""
+    name = keepalived_state.title()
+    return cast("VrrpState", name) if name in get_args(VrrpState) else "Unknown"
+
+
+def rejected_pair_status(rejection: PairRejected, previous: PairStatus | None, at: str) -> PairStatus:
+    """Nothing can be probed without a usable spec or key: Ready and Programmed say why, the rest of the
+    status stays as last seen."""
+    base = previous or PairStatus()
+    rejected = [
+        Condition.of(condition_type, False, rejection.reason, rejection.message, at=at)
+        for condition_type in ("Ready", "Programmed")
+    ]
+    kept = [c for c in base.conditions if c.type not in ("Ready", "Programmed")]
+    conditions = with_transitions([*rejected, *kept], base.conditions, rejection.generation)
+    return base.model_copy(
+        update={"observed_generation": rejection.generation, "conditions": conditions, "kopf": None}
+    )
+
+
+def same_but_probe_times(status: PairStatus, other: PairStatus | None) -> bool:
+    """Only lastProbeTime differs: not worth a write on its own (etcd churn, GitOps noise)."""
+    if other is None:
+        return False
+
+    def without_probe_times(value: PairStatus) -> PairStatus:
+        nodes = [node.model_copy(update={"last_probe_time": None}) for node in value.nodes]
+        return value.model_copy(update={"nodes": nodes, "kopf": None})
+
+    return without_probe_times(status) == without_probe_times(other)
+
+
+def attached_status(
+    build: PairBuild,
+    health: PairHealth,
+    item: AttachedObject,
+    *,
+    included: bool,
+    previous: AttachedStatus | None,
+    at: str,
+) -> AttachedStatus:
+    """Accepted (valid, attached, references resolve) and Programmed (live on every node)."""
+    key_problems, generation = build.problems_of(item.key), item.generation
+    programmed_on = sorted(node.name for node in health.nodes if node.programmed)
+    live = included and len(programmed_on) == len(health.nodes)
+    conditions = [
+        Condition.of(
+            "Accepted",
+            not key_problems,
+            "Invalid" if key_problems else "Accepted",
+            "; ".join(key_problems),
+            at=at,
+        ),
+        Condition.of(
+            "Programmed",
+            live,
+            "Programmed" if live else ("Invalid" if key_problems else "Pending"),
+            f"live on {', '.join(programmed_on)}" if live else "not live on every node yet",
+            at=at,
+        ),
+    ]
+    return AttachedStatus(
+        observed_generation=generation,
+        pair=f"{build.pair.metadata.namespace}/{build.pair.metadata.name}",
+        programmed_on=programmed_on if included else [],
+        conditions=with_transitions(conditions, previous.conditions if previous else [], generation),
+    )

@@ -1,0 +1,139 @@
+"""A scripted in-memory node for unit tests of the orchestration: it keeps files, a manifest, a backup,
+services and addresses the way the node agent and a real server do, and fails where a test tells it to.
+
+nginx "loads" its configuration on reload: from then on it serves the config hash written in the live
+status file, as the real status server does, unless the test says nginx ignores reloads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lbpair.model.files import ManagedFile
+from lbpair.nodes.client import NodeError
+from lbpair.nodes.layout import NodeLayout
+from lbpair.nodes.node import Node
+from lbpair.nodes.observe import ManagedFileState, NodeObservation, VrrpInstanceState
+from lbpair.nodes.ssh import SSHTarget
+
+SERVED_HASH = re.compile(r'location = /lbpair/config-hash \{[^}]*return 200 "([0-9a-f]+)\\n";')
+
+
+@dataclass
+class FakeNode:
+    name: str
+    addresses: set[str] = field(default_factory=set)
+    """Static IPv4 interfaces, e.g. "198.51.100.11/24"."""
+    vips: set[str] = field(default_factory=set)
+    """VIPs keepalived has configured here, e.g. "198.51.100.10/24": the node is their holder (MASTER)."""
+    files: dict[str, ManagedFile] = field(default_factory=dict)
+    """What is on disk, by path (the operator's files and the node's own)."""
+    manifest: dict[str, str] = field(default_factory=dict)  # path -> sha256 the operator applied
+    live_hash: str = ""
+    services: dict[str, bool] = field(default_factory=lambda: {"nginx": True, "keepalived": True})
+    serving: str = ""  # the nginx config hash the running nginx serves
+    failing: dict[str, NodeError] = field(default_factory=dict)
+    """Method name -> the error that method raises (until removed)."""
+    failing_once: dict[str, NodeError] = field(default_factory=dict)
+    """Method name -> the error that method raises on its next call only."""
+    nginx_ignores_reload: bool = False
+    calls: list[str] = field(default_factory=list)
+    _staged: list[ManagedFile] = field(default_factory=list)
+    _backup: tuple[dict[str, ManagedFile], dict[str, str]] | None = None
+
+    def _call(self, method: str) -> None:
+        self.calls.append(method)
+        if method in self.failing_once:
+            raise self.failing_once.pop(method)
+        if method in self.failing:
+            raise self.failing[method]
+
+    def observe(self) -> NodeObservation:
+        self._call("observe")
+        return NodeObservation(
+            hostname=self.name,
+            services=dict(self.services),
+            addresses=frozenset(ipaddress.IPv4Interface(a) for a in self.addresses | self.vips),
+            managed_files={
+                path: ManagedFileState(applied, self.files[path].sha256 if path in self.files else None)
+                for path, applied in self.manifest.items()
+            },
+            vrrp=(VrrpInstanceState("lbpair_1", "MASTER" if self.vips else "BACKUP", 100),),
+            live_hash=self.live_hash,
+        )
+
+    def stage(self, files: Sequence[ManagedFile]) -> None:
+        self._call("stage")
+        self._staged = list(files)
+
+    def validate(self) -> None:
+        self._call("validate")
+
+    def swap(self) -> None:
+        self._call("swap")
+        paths = set(self.manifest) | {managed.path for managed in self._staged}
+        self._backup = ({p: self.files[p] for p in paths if p in self.files}, dict(self.manifest))
+        for path in self.manifest:
+            self.files.pop(path, None)
+        self.files.update({managed.path: managed for managed in self._staged})
+        self.manifest = {managed.path: managed.sha256 for managed in self._staged}
+        self.live_hash = ""
+
+    def reload(self, services: Sequence[str]) -> None:
+        self._call("reload")
+        for service in services:
+            self.services[service] = True
+            if service == "nginx" and not self.nginx_ignores_reload:
+                self.serving = next(
+                    (m.group(1) for f in self.files.values() if (m := SERVED_HASH.search(f.content))), ""
+                )
+
+    def served_hash(self) -> str:
+        self._call("served_hash")
+        return self.serving
+
+    def mark_live(self, config_hash: str) -> None:
+        self._call("mark_live")
+        self.live_hash = config_hash
+
+    def restore(self) -> None:
+        self._call("restore")
+        if self._backup is None:
+            raise NodeError("restoring last-known-good config failed (exit 1): no backup to restore")
+        files, manifest = self._backup
+        for path in self.manifest:
+            self.files.pop(path, None)
+        self.files.update(files)
+        self.manifest = dict(manifest)
+        self.live_hash = ""
+
+    def uninstall(self) -> None:
+        self._call("uninstall")
+        for path in self.manifest:
+            self.files.pop(path, None)
+        self.manifest, self.live_hash = {}, ""
+
+    def stop(self, services: Sequence[str]) -> None:
+        self._call("stop")
+        for service in services:
+            self.services[service] = False
+            if service == "keepalived":  # a stopped keepalived releases its VIPs
+                self.vips.clear()
+
+
+@dataclass
+class FakeNodes:
+    """The NodeFactory of unit tests: hands out the scripted nodes by name."""
+
+    nodes: dict[str, FakeNode]
+    targets: list[SSHTarget] = field(default_factory=list)
+
+    def node(self, target: SSHTarget, layout: NodeLayout) -> Node:
+        self.targets.append(target)
+        return self.nodes[target.name]
+
+    def close_all(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,33 @@
+"""Operator settings come from LBPAIR_* variables, and a bad one is named at start."""
+
+from __future__ import annotations
+
+import pytest
+
+from lbpair.config import ConfigError, OperatorConfig
+
+
+def test_defaults_without_variables() -> None:
+    assert OperatorConfig.from_environment({}) == OperatorConfig()
+
+
+def test_each_field_is_read_from_its_variable() -> None:
+    config = OperatorConfig.from_environment(
+        {"LBPAIR_PROBE_INTERVAL_SECONDS": "0.5", "LBPAIR_RETRY_SECONDS": "5", "UNRELATED": "x"}
+    )
+
+    assert (config.probe_interval_seconds, config.retry_seconds) == (0.5, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"LBPAIR_COALESCE_SECONDS": "soon"}, "LBPAIR_COALESCE_SECONDS='soon' is not a number"),
+        ({"LBPAIR_PROBE_INTERVAL_SECONDS": "0"}, "LBPAIR_PROBE_INTERVAL_SECONDS='0' must be a positive"),
+        ({"LBPAIR_VERIFY_TIMEOUT_SECONDS": "nan"}, "LBPAIR_VERIFY_TIMEOUT_SECONDS='nan' must be a positive"),
+        ({"LBPAIR_MAX_RETRY_SECONDS": "10"}, "LBPAIR_MAX_RETRY_SECONDS (10) must not be below"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable(environment: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        OperatorConfig.from_environment(environment)

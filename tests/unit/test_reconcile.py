@@ -1,0 +1,302 @@
+"""The coordinator over scripted fake nodes: every rollout branch, as a user would see it in status,
+events and the files on each node. The e2e tests prove the same on real nodes; these reach the failure
+paths that a real nginx is hard to drive into on demand."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from lbpair.config import OperatorConfig
+from lbpair.events import Event
+from lbpair.model.common import ObjectRef
+from lbpair.model.status import PairStatus, StatusModel, find_condition
+from lbpair.nodes.client import NodeError, NodeUnreachableError
+from lbpair.nodes.operations import ValidationFailedError
+from lbpair.reconcile import Reconciler
+from tests.unit.fake_node import FakeNode, FakeNodes
+from tests.unit.samples import NAMESPACE, Sample, sample
+
+VIP = "198.51.100.10/24"
+NGINX_CONF = "/etc/nginx/nginx.conf"
+REFUSAL = 'nginx: [emerg] host not found in upstream "backend.invalid"'
+
+
+@dataclass
+class RecordingSink:
+    """The StatusSink of unit tests: keeps every write, as the API server would."""
+
+    writes: list[tuple[str, str, StatusModel]] = field(default_factory=list)
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: StatusModel) -> None:
+        self.writes.append((plural, name, status))
+
+    def last_pair_status(self) -> PairStatus:
+        statuses = [status for plural, _, status in self.writes if plural == "loadbalancerpairs"]
+        assert isinstance(statuses[-1], PairStatus)
+        return statuses[-1]
+
+
+@dataclass
+class World:
+    """The seed pair, its two fake nodes (lb1 holds the VIP), and what the operator wrote."""
+
+    resources: Sample
+    lb1: FakeNode
+    lb2: FakeNode
+    sink: RecordingSink
+    reconciler: Reconciler
+
+    def run_pass(self) -> list[Event]:
+        return self.reconciler.run_pass(self.resources.resources())
+
+    def condition(self, condition_type: str) -> tuple[str, str, str]:
+        found = find_condition(self.sink.last_pair_status().conditions, condition_type)
+        assert found is not None
+        return found.status, found.reason, found.message
+
+
+def make_world(**config: float) -> World:
+    lb1 = FakeNode("lb1", addresses={"198.51.100.11/24"}, vips={VIP})
+    lb2 = FakeNode("lb2", addresses={"198.51.100.12/24"})
+    sink = RecordingSink()
+    settings = OperatorConfig(**{"verify_timeout_seconds": 0.3, **config})
+    reconciler = Reconciler(FakeNodes({"lb1": lb1, "lb2": lb2}), sink, settings)
+    return World(sample("seed-tutorial.yaml"), lb1, lb2, sink, reconciler)
+
+
+@pytest.fixture
+def world() -> World:
+    return make_world()
+
+
+def reasons(events: list[Event]) -> list[str]:
+    return [f"{event.reason} {event.message.split(':')[0]}" for event in events]
+
+
+def test_first_pass_programs_the_backup_first_then_the_holder(world: World) -> None:
+    events = world.run_pass()
+
+    assert reasons(events) == ["Applied lb2", "Applied lb1"]
+    assert NGINX_CONF in world.lb1.files
+    assert NGINX_CONF in world.lb2.files
+    assert world.lb1.live_hash
+    assert world.lb2.live_hash
+    assert world.condition("Ready")[:2] == ("True", "Serving")
+    assert world.condition("Programmed")[:2] == ("True", "Applied")
+    status = world.sink.last_pair_status()
+    assert status.vip_holders == "198.51.100.10=lb1"
+    assert [(n.name, n.vrrp_state, n.applied_config_hash == "") for n in status.nodes] == [
+        ("lb1", "Master", False),
+        ("lb2", "Backup", False),
+    ]
+    attached = {name: s for plural, name, s in world.sink.writes if plural != "loadbalancerpairs"}
+    assert sorted(attached) == ["dev", "lb-oa", "lb-www", "oa", "www"]
+
+
+def test_a_pass_with_nothing_to_change_writes_nothing_anywhere(world: World) -> None:
+    world.run_pass()
+    calls, writes = (len(world.lb1.calls), len(world.lb2.calls)), len(world.sink.writes)
+
+    events = world.run_pass()
+
+    assert events == []
+    assert len(world.sink.writes) == writes
+    changing = {"stage", "swap", "reload", "restore", "mark_live"}
+    assert not changing & set(world.lb1.calls[calls[0] :] + world.lb2.calls[calls[1] :])
+
+
+def test_config_the_node_refuses_leaves_both_nodes_as_they_were_and_is_not_retried(world: World) -> None:
+    world.lb2.failing["validate"] = ValidationFailedError(REFUSAL)
+
+    first = world.run_pass()
+    second = world.run_pass()
+
+    assert reasons(first) == ["Rejected lb2"]
+    assert REFUSAL in first[0].message
+    assert second == []  # the same refusal is not news
+    assert world.lb1.files == {}
+    assert world.lb2.files == {}
+    assert world.lb2.calls.count("stage") == 1  # not pushed again before the backoff
+    status, reason, message = world.condition("Programmed")
+    assert (status, reason) == ("False", "NotApplied")
+    assert REFUSAL in message
+
+
+def test_a_refused_config_is_retried_after_its_backoff_and_the_backoff_grows() -> None:
+    world = make_world(retry_seconds=0.05, max_retry_seconds=10)
+    world.lb2.failing["validate"] = ValidationFailedError(REFUSAL)
+    world.run_pass()
+    time.sleep(0.06)
+
+    world.run_pass()  # due: pushed again, refused again
+    world.run_pass()  # now the backoff is 0.1 s: not yet
+
+    assert world.lb2.calls.count("validate") == 2
+
+
+def test_a_changed_config_is_pushed_at_once_even_during_a_backoff(world: World) -> None:
+    world.lb2.failing["validate"] = ValidationFailedError(REFUSAL)
+    world.run_pass()
+    del world.lb2.failing["validate"]
+    world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["Applied lb2", "Applied lb1"]
+
+
+def test_reload_failure_after_the_swap_restores_the_last_good_files(world: World) -> None:
+    world.run_pass()
+    good = dict(world.lb2.files)
+    world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+    world.lb2.failing_once["reload"] = NodeError(
+        "reload failed (exit 1): nginx.service: control process exited"
+    )
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["RolledBack lb2"]
+    assert "restored the last-known-good config" in events[0].message
+    assert world.lb2.files == good
+    assert world.lb1.calls.count("swap") == 1  # the holder was never touched by the failed rollout
+    assert world.condition("Programmed")[0] == "False"
+
+
+def test_nginx_not_serving_the_new_config_is_rolled_back(world: World) -> None:
+    world.run_pass()
+    good = dict(world.lb2.files)
+    world.lb2.nginx_ignores_reload = True
+    world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["RolledBack lb2"]
+    assert "nginx does not serve the new config" in events[0].message
+    assert world.lb2.files == good
+
+
+def test_a_failed_restore_is_reported_as_such(world: World) -> None:
+    world.run_pass()
+    world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+    world.lb2.failing["reload"] = NodeError("reload failed")
+    world.lb2.failing["restore"] = NodeError(
+        "restoring last-known-good config failed: No space left on device"
+    )
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["RestoreFailed lb2"]
+    assert "No space left on device" in events[0].message
+
+
+def test_node_lost_while_staging_stops_the_rollout_and_is_retried_next_pass(world: World) -> None:
+    world.lb2.failing_once["stage"] = NodeUnreachableError("203.0.113.12:22: connection reset")
+
+    world.run_pass()
+
+    assert world.lb1.files == {}
+    assert world.lb2.files == {}
+    assert "lb2: lost during rollout" in world.condition("Programmed")[2]
+    events = world.run_pass()
+    assert reasons(events) == ["Applied lb2", "Applied lb1"]
+
+
+def test_unreachable_node_degrades_the_pair_and_the_other_is_still_programmed(world: World) -> None:
+    world.lb2.failing["observe"] = NodeUnreachableError("203.0.113.12:22: timed out")
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["Applied lb1", "NodeUnreachable lb2"]
+    assert world.condition("Degraded")[:2] == ("True", "NodeUnreachable")
+    assert world.condition("Ready")[:2] == ("True", "Serving")
+    del world.lb2.failing["observe"]
+    assert reasons(world.run_pass()) == ["Applied lb2", "NodeRecovered lb2 is reachable again"]
+
+
+def test_hand_edits_are_reverted_and_reported(world: World) -> None:
+    world.run_pass()
+    edited = world.lb1.files[NGINX_CONF]
+    world.lb1.files[NGINX_CONF] = type(edited)(edited.path, edited.content + "# edited by hand\n")
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["DriftReverted lb1", "Applied lb1"]
+    assert world.lb1.files[NGINX_CONF] == edited
+
+
+def test_failover_seen_on_the_nodes_is_an_event_and_moves_the_holder(world: World) -> None:
+    world.run_pass()
+    world.lb1.vips.clear()
+    world.lb2.vips.add(VIP)
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["FailoverDetected 198.51.100.10 moved from lb1 to lb2"]
+    assert world.sink.last_pair_status().vip_holders == "198.51.100.10=lb2"
+
+
+def test_pair_without_its_ssh_key_is_rejected_once_and_its_secret_watched(world: World) -> None:
+    del world.resources.secrets[ObjectRef(NAMESPACE, "lb-ssh")]
+
+    first, second = world.run_pass(), world.run_pass()
+
+    assert reasons(first) == ["Rejected Secret demo/lb-ssh has no usable key 'ssh-privatekey'"]
+    assert second == []
+    assert world.condition("Ready")[:2] == ("False", "SecretMissing")
+    assert world.reconciler.pairs_using_secret(ObjectRef(NAMESPACE, "lb-ssh")) == [
+        ObjectRef(NAMESPACE, "seed")
+    ]
+    assert world.lb1.calls == []
+
+
+def test_invalid_attached_object_is_told_once_and_the_rest_is_programmed(world: World) -> None:
+    world.resources.upstream("lb-oa")["spec"]["servers"][0]["port"] = 0
+
+    events, again = world.run_pass(), world.run_pass()
+
+    assert "Rejected Upstream demo/lb-oa" in reasons(events)
+    assert "Rejected VirtualHost demo/oa" in reasons(events)
+    assert not any(event.reason == "Rejected" for event in again)
+    oa = [s for plural, name, s in world.sink.writes if name == "lb-oa"][-1]
+    accepted = find_condition(getattr(oa, "conditions", []), "Accepted")
+    assert accepted is not None
+    assert accepted.status == "False"
+    assert "spec.servers[0].port" in accepted.message
+    assert world.condition("Programmed")[0] == "True"
+
+
+def test_deletion_restores_the_nodes_and_stops_keepalived(world: World) -> None:
+    world.run_pass()
+
+    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secrets.get)
+
+    assert pending == ""
+    assert world.lb1.files == {}
+    assert world.lb2.files == {}
+    assert not world.lb1.services["keepalived"]
+    assert not world.lb1.vips
+    world.resources.pair["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z"
+    assert world.run_pass() == []  # a pass that still sees the pair never re-installs it
+    assert world.lb1.files == {}
+
+
+def test_deletion_of_an_unreachable_node_stays_pending(world: World) -> None:
+    world.run_pass()
+    world.lb2.failing["uninstall"] = NodeUnreachableError("203.0.113.12:22: timed out")
+
+    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secrets.get)
+
+    assert pending == "lb2: 203.0.113.12:22: timed out"
+    assert world.lb1.files == {}
+
+
+def test_an_unexpected_error_in_a_pass_is_contained(world: World) -> None:
+    world.lb2.failing["observe"] = NodeUnreachableError("down")
+    world.resources.pair["metadata"]["generation"] = "not a number"
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["PassFailed internal error; see the operator log"]
