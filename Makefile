@@ -20,6 +20,7 @@ lint: deps
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	helm lint --strict charts/lbpair-operator
 
 fmt: deps
 	$(VENV)/bin/ruff format .
