@@ -21,6 +21,7 @@ lint: deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	helm lint --strict charts/lbpair-operator
+	$(VENV)/bin/hadolint Dockerfile
 
 fmt: deps
 	$(VENV)/bin/ruff format .
