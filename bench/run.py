@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from testbed.addressing import CLIENT, HOSTS, VIP_PRIMARY
+from testbed.addressing import CLIENT, LB_NODES, Segment
 from testbed.cluster import REPO_ROOT, ControlPlane, test_run_dir, tools_bin_dir
 from testbed.lab import Lab
 from testbed.operator import OperatorProcess, attached_object, deploy_sample, wait_for
@@ -34,8 +34,6 @@ from testbed.traffic import RequestLoop
 
 NAMESPACE = "lb-bench"
 PAIR = "seed"
-VIP = str(VIP_PRIMARY)
-NODE_FRONT_ADDRESSES = {"lb1": "198.51.100.11", "lb2": "198.51.100.12"}
 TUNED_VRRP = {
     "vrrp": {"version": 3, "advertIntervalMilliseconds": 100, "authentication": None},
     "healthCheck": {"intervalSeconds": 1, "fall": 1, "rise": 1, "weight": 0, "restartNginx": False},
@@ -54,6 +52,11 @@ def summary(values: list[float]) -> dict[str, float]:
 class Bench:
     def __init__(self, cluster: ControlPlane, lab: Lab) -> None:
         self.cluster, self.lab = cluster, lab
+        # Every address comes from the lab's address plan, chosen for this machine at lab start.
+        hosts = lab.plan.hosts
+        self.vip = str(lab.plan.vip_primary)
+        self.node_front_addresses = {node: str(hosts[node].address(Segment.FRONT)) for node in LB_NODES}
+        self.backends = {name: str(hosts[name].address(Segment.BACK)) for name in ("be1", "be2")}
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         return self.cluster.kubectl("-n", NAMESPACE, *args, input=input).stdout
@@ -76,7 +79,7 @@ class Bench:
     def served_by_node(self, node: str, host: str, expected: str) -> bool:
         """A request straight to one node's front address (not the VIP) for `host` gets `expected` back."""
         completed = self.lab.exec(
-            CLIENT, "curl", "-s", "-m", "1", "-H", f"Host: {host}", f"http://{NODE_FRONT_ADDRESSES[node]}/",
+            CLIENT, "curl", "-s", "-m", "1", "-H", f"Host: {host}", f"http://{self.node_front_addresses[node]}/",
             check=False,
         )  # fmt: skip
         return expected in completed.stdout
@@ -88,14 +91,15 @@ class Bench:
         for run in range(runs):
             host = f"bench-{run}.example.com"
             # The backend echoes the path it was asked for: only the new config asks for this one.
-            location = {"path": "/", "url": f"http://198.18.0.12:8080/bench-{run}/"}
+            location = {"path": "/", "url": f"http://{self.backends['be2']}:8080/bench-{run}/"}
             spec = {"serverNames": [host], "locations": [location]}
             virtual_host = attached_object("VirtualHost", NAMESPACE, "bench", PAIR, spec)
             started = time.monotonic()
             self.apply(virtual_host)
             wait_for(
                 lambda host=host, run=run: all(
-                    self.served_by_node(node, host, f"path=/bench-{run}/") for node in NODE_FRONT_ADDRESSES
+                    self.served_by_node(node, host, f"path=/bench-{run}/")
+                    for node in self.node_front_addresses
                 ),
                 timeout=60,
                 interval=0.05,
@@ -110,7 +114,7 @@ class Bench:
     def failover(self, runs: int) -> dict[str, Any]:
         durations, failed = [], []
         for _ in range(runs):
-            wait_for(lambda: self.lab.vip_holders(VIP) == ["lb1"], timeout=60, what="VIP on lb1")
+            wait_for(lambda: self.lab.vip_holders(self.vip) == ["lb1"], timeout=60, what="VIP on lb1")
             wait_for(self.ready, timeout=60, what="Ready")
             loop = RequestLoop(
                 self.lab, host="www.example.com", interval=0.02, max_requests=1500, max_seconds=30
@@ -127,9 +131,9 @@ class Bench:
         return {"seconds": summary(durations), "failed_requests": summary([float(f) for f in failed])}
 
     def _peer_serves(self) -> bool:
-        if self.lab.vip_holders(VIP) != ["lb2"]:
+        if self.lab.vip_holders(self.vip) != ["lb2"]:
             return False
-        return self.lab.http_get_via(VIP, "www.example.com", "/", timeout=1).succeeded
+        return self.lab.http_get_via(self.vip, "www.example.com", "/", timeout=1).succeeded
 
     # -- 3 --
 
@@ -138,9 +142,9 @@ class Bench:
         for _ in range(runs):
             duration = 40
             wrk = subprocess.Popen(
-                ["ip", "netns", "exec", HOSTS[CLIENT].namespace,
+                ["ip", "netns", "exec", self.lab.plan.hosts[CLIENT].namespace,
                  "wrk", "-t1", "-c10", f"-d{duration}s", "--timeout", "2s", "-H", "Host: oa.example.com",
-                 f"http://{VIP}/"],
+                 f"http://{self.vip}/"],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             started = time.monotonic()
@@ -151,8 +155,8 @@ class Bench:
                 for push in range(pushes):
                     self.kubectl("patch", "upstream", "lb-oa", "--type=merge", "-p",
                                  json.dumps({"spec": {"servers": [
-                                     {"address": "198.18.0.11", "port": 8080, "weight": 1 + push % 2},
-                                     {"address": "198.18.0.12", "port": 8080}]}}))  # fmt: skip
+                                     {"address": self.backends["be1"], "port": 8080, "weight": 1 + push % 2},
+                                     {"address": self.backends["be2"], "port": 8080}]}}))  # fmt: skip
                     wait_for(self._pushed_everywhere, timeout=30, interval=0.1, what="push live")
                 push_seconds.append(time.monotonic() - started)
             output, _ = wrk.communicate(timeout=duration + 30)

@@ -1,5 +1,7 @@
 """Command line of the test bed: `python -m testbed lab|cluster up|down|status`, `python -m testbed cleanup`.
 
+`python -m testbed lab plan` shows the address plan a lab would get on this machine now, and why.
+
 Run from the repository root as root, with PYTHONPATH=.:operator. Each area of the test bed registers its
 own subcommands in build_parser().
 """
@@ -10,22 +12,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from testbed.addressing import (
-    HOSTS,
-    NETWORKS,
-    ROOT_MGMT_ADDRESS,
-    ROOT_MGMT_LINK,
-    SWITCH_NAMESPACE,
-    VIPS,
-)
+from testbed.addressing import ROOT_MGMT_LINK, SWITCH_NAMESPACE, AddressPlan
 from testbed.cluster import CLI_RUN_DIR, ControlPlane, stop_test_control_planes, tools_bin_dir
 from testbed.demo import demo_down, demo_up
-from testbed.lab import STATE_FILE, Lab, LabError, cleanup, leftovers_exist
+from testbed.lab import STATE_FILE, Lab, LabError, choose_address_plan, cleanup, leftovers_exist
 
 
 def lab_up(args: argparse.Namespace) -> int:
     lab = Lab.up(reuse=not args.fresh)
-    print(f"lab up; state in {STATE_FILE}. Log in to a node with:")
+    print_address_plan(lab.plan)
+    print(f"lab up; plan and state in {STATE_FILE}. Log in to a node with:")
     known_hosts = f"UserKnownHostsFile={lab.known_hosts_path}"
     print(f"  ssh -i {lab.ssh_key_path} -o {known_hosts} root@{lab.mgmt_address('lb1')}")
     return 0
@@ -47,21 +43,43 @@ def lab_cleanup(_args: argparse.Namespace) -> int:
     return 0
 
 
-def print_address_plan() -> None:
+def print_address_plan(plan: AddressPlan) -> None:
     print("networks:")
-    for segment, network in NETWORKS.items():
+    for segment, network in plan.networks.items():
         print(f"  {segment:<6} {network}")
-    print(f"  VIPs   {', '.join(str(vip) for vip in VIPS)}")
-    print(f"  switch namespace {SWITCH_NAMESPACE}; root link {ROOT_MGMT_LINK} {ROOT_MGMT_ADDRESS}")
+    print(f"  VIPs   {', '.join(str(vip) for vip in plan.vips)}")
+    print(f"  switch namespace {SWITCH_NAMESPACE}; root link {ROOT_MGMT_LINK} {plan.root_mgmt_address}")
     print("hosts:")
-    for host in HOSTS.values():
+    for host in plan.hosts.values():
         interfaces = ", ".join(f"{i.name}={i.address} ({i.segment})" for i in host.interfaces)
         print(f"  {host.name:<7} {host.role:<8} {host.namespace:<11} {interfaces}")
 
 
+def lab_plan(_args: argparse.Namespace) -> int:
+    """The plan `lab up` would choose now (or the running lab's), and what it keeps clear of."""
+    try:
+        lab = Lab.attach()
+    except LabError:
+        pass
+    else:
+        print(f"a lab is up on this plan (from {STATE_FILE}):")
+        print_address_plan(lab.plan)
+        return 0
+    choice = choose_address_plan()
+    print("no lab is up; `lab up` would choose:")
+    for line in choice.explanation:
+        print(f"  {line}")
+    print("protected (resolvers, /etc/hosts, package registries and proxies, LBPAIR_LAB_PROTECT):")
+    for entry in choice.facts.protected:
+        print(f"  {entry.network} {entry.source}")
+    for name in choice.facts.unresolved:
+        print(f"  not resolved: {name}")
+    print_address_plan(choice.plan)
+    return 0
+
+
 def lab_status(_args: argparse.Namespace) -> int:
     """Exit 0 only if the lab is up and every host is healthy."""
-    print_address_plan()
     try:
         lab = Lab.attach()
     except LabError as error:
@@ -69,6 +87,7 @@ def lab_status(_args: argparse.Namespace) -> int:
         if leftovers_exist():
             print("status: remains of an earlier lab exist; `lab cleanup` removes them")
         return 1
+    print_address_plan(lab.plan)
     print("health:")
     health = lab.status()
     for host_health in health:
@@ -90,6 +109,9 @@ def add_lab_commands(areas: argparse._SubParsersAction[argparse.ArgumentParser])
     up.set_defaults(handler=lab_up)
     commands.add_parser("down", help="stop and remove the lab").set_defaults(handler=lab_down)
     commands.add_parser("status", help="address plan and host health").set_defaults(handler=lab_status)
+    commands.add_parser(
+        "plan", help="the address plan `lab up` would choose on this machine now, and why"
+    ).set_defaults(handler=lab_plan)
     commands.add_parser(
         "cleanup", help="remove leftovers of a crashed run (lbp-* namespaces, links, /etc/netns, state)"
     ).set_defaults(handler=lab_cleanup)

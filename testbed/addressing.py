@@ -1,16 +1,27 @@
-"""Address plan of the network-namespace lab.
+"""Address plan of the network-namespace lab, and how the lab chooses it on the machine at hand.
 
-Every range is a documentation or benchmarking range (RFC 5737, RFC 2544), so lab traffic can never be
-mistaken for, or routed to, a real network. The plan is pure data plus the pure overlap check that
-`Lab.up()` runs against the root namespace's routing table before it creates anything.
+The lab has three networks (front, back, mgmt). The samples, the docs and the golden tests are written
+for one fixed, readable plan, DOCUMENTATION_PLAN (RFC 5737 and RFC 2544 ranges). A running lab cannot
+simply use those ranges: on some machines the uplink, a resolver or the package registries sit inside
+them, and the lab's management leg in the root namespace would then cut the machine off from them. So at
+every start the lab chooses its ranges with `choose_plan()`, a pure function of what the machine routes,
+which addresses its interfaces have, and which addresses it must keep reaching (gathered by
+testbed/machine.py). Environment variables can pin each range (`pins_from_environment()`).
+
+Hosts keep their host numbers in every plan (lb1 is .11 on the front network whatever that network is),
+so `AddressPlan.translate_documents()` can move a sample written for DOCUMENTATION_PLAN onto the lab's
+actual plan. Everything here is pure.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
 
 class Segment(StrEnum):
@@ -27,18 +38,6 @@ class Role(StrEnum):
     CLIENT = "client"
 
 
-NETWORKS: dict[Segment, ipaddress.IPv4Network] = {
-    Segment.FRONT: ipaddress.IPv4Network("198.51.100.0/24"),
-    Segment.BACK: ipaddress.IPv4Network("198.18.0.0/24"),
-    Segment.MGMT: ipaddress.IPv4Network("203.0.113.0/24"),
-}
-
-# Reserved on the front network for keepalived-managed virtual addresses; nothing is configured with
-# them statically.
-VIP_PRIMARY = ipaddress.IPv4Address("198.51.100.10")
-VIP_SECONDARY = ipaddress.IPv4Address("198.51.100.20")
-VIPS = (VIP_PRIMARY, VIP_SECONDARY)
-
 # Every kernel object and path the lab creates carries this prefix, so cleanup can find leftovers of a
 # crashed run without any state file.
 NAME_PREFIX = "lbp-"
@@ -46,8 +45,33 @@ SWITCH_NAMESPACE = "lbp-sw"
 # The only lab object in the root namespace: its management-network leg.
 ROOT_MGMT_LINK = "lbp-mgmt"
 ROOT_MGMT_PEER = "root-mgmt"  # the other end, a port of the mgmt bridge inside the switch namespace
-ROOT_MGMT_ADDRESS = ipaddress.IPv4Interface("203.0.113.1/24")
 SSH_PORT = 22
+# Ports every backend serves HTTP on (the seed setup has backends on both).
+BACKEND_PORTS = (80, 8080)
+
+# Host numbers, the same in every plan. VIPs are reserved on the front network for keepalived; nothing
+# is configured with them statically.
+VIP_HOST_NUMBERS = (10, 20)
+ROOT_MGMT_HOST_NUMBER = 1
+# name -> role and interfaces (name inside the host, segment, host number)
+LAYOUT: dict[str, tuple[Role, tuple[tuple[str, Segment, int], ...]]] = {
+    "lb1": (Role.LB, (("eth0", Segment.FRONT, 11), ("eth1", Segment.BACK, 1), ("mgmt0", Segment.MGMT, 11))),
+    "lb2": (Role.LB, (("eth0", Segment.FRONT, 12), ("eth1", Segment.BACK, 2), ("mgmt0", Segment.MGMT, 12))),
+    "be1": (Role.BACKEND, (("eth0", Segment.BACK, 11),)),
+    "be2": (Role.BACKEND, (("eth0", Segment.BACK, 12),)),
+    "client": (Role.CLIENT, (("eth0", Segment.FRONT, 100),)),
+}
+HOST_NAMES = tuple(LAYOUT)
+LB_NODES = tuple(name for name, (role, _) in LAYOUT.items() if role is Role.LB)
+CLIENT = "client"
+
+# A lab network must hold every host number above; a /24 is what the plan is written for.
+MAX_PREFIX_LENGTH = 24
+MIN_PREFIX_LENGTH = 8
+
+# The local control plane's service ClusterIP range (testbed/cluster.py): only allocated, never routed,
+# but kept out of the lab's candidates so the two never look alike.
+SERVICE_CLUSTER_NETWORK = ipaddress.IPv4Network("198.19.0.0/24")
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,9 @@ class Host:
                 return candidate
         raise KeyError(f"{self.name} has no interface on the {segment} network")
 
+    def address(self, segment: Segment) -> ipaddress.IPv4Address:
+        return self.interface(segment).address.ip
+
     def has_segment(self, segment: Segment) -> bool:
         return any(candidate.segment is segment for candidate in self.interfaces)
 
@@ -84,48 +111,185 @@ class Host:
 
     @property
     def mgmt_address(self) -> ipaddress.IPv4Address:
-        return self.interface(Segment.MGMT).address.ip
+        return self.address(Segment.MGMT)
 
 
-def _interface(name: str, segment: Segment, host_number: int) -> Interface:
-    network = NETWORKS[segment]
-    return Interface(
-        name=name,
-        segment=segment,
-        address=ipaddress.IPv4Interface(f"{network.network_address + host_number}/{network.prefixlen}"),
-    )
+# A dotted quad not glued to other digits, dots or name characters (so 1.2.3.4.5 and a1.2.3.4 are left
+# alone); what follows it (":8080", "/svn/") is kept as it is.
+_IPV4_IN_TEXT = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])")
 
 
-def _lb_node(name: str, front: int, back: int, mgmt: int) -> Host:
-    return Host(
-        name=name,
-        role=Role.LB,
-        interfaces=(
-            _interface("eth0", Segment.FRONT, front),
-            _interface("eth1", Segment.BACK, back),
-            _interface("mgmt0", Segment.MGMT, mgmt),
-        ),
-    )
+@dataclass(frozen=True)
+class AddressPlan:
+    """One network per segment; every host address follows from its host number (LAYOUT)."""
+
+    front: ipaddress.IPv4Network
+    back: ipaddress.IPv4Network
+    mgmt: ipaddress.IPv4Network
+
+    def network(self, segment: Segment) -> ipaddress.IPv4Network:
+        return self.networks[segment]
+
+    @property
+    def networks(self) -> dict[Segment, ipaddress.IPv4Network]:
+        return {Segment.FRONT: self.front, Segment.BACK: self.back, Segment.MGMT: self.mgmt}
+
+    def address(self, segment: Segment, host_number: int) -> ipaddress.IPv4Interface:
+        network = self.network(segment)
+        return ipaddress.IPv4Interface(f"{network.network_address + host_number}/{network.prefixlen}")
+
+    @property
+    def vips(self) -> tuple[ipaddress.IPv4Address, ...]:
+        return tuple(self.address(Segment.FRONT, number).ip for number in VIP_HOST_NUMBERS)
+
+    @property
+    def vip_primary(self) -> ipaddress.IPv4Address:
+        return self.vips[0]
+
+    @property
+    def root_mgmt_address(self) -> ipaddress.IPv4Interface:
+        """The root namespace's address on the management network (on ROOT_MGMT_LINK)."""
+        return self.address(Segment.MGMT, ROOT_MGMT_HOST_NUMBER)
+
+    @cached_property
+    def hosts(self) -> dict[str, Host]:
+        return {
+            name: Host(
+                name,
+                role,
+                tuple(
+                    Interface(ifname, segment, self.address(segment, number))
+                    for ifname, segment, number in ifs
+                ),
+            )
+            for name, (role, ifs) in LAYOUT.items()
+        }
+
+    def host(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def as_dict(self) -> dict[str, str]:
+        return {str(segment): str(network) for segment, network in self.networks.items()}
+
+    @classmethod
+    def from_dict(cls, recorded: Mapping[str, str]) -> AddressPlan:
+        return cls(**{str(segment): ipaddress.IPv4Network(recorded[segment]) for segment in Segment})
+
+    # -- moving samples onto this plan --
+
+    def translate_address(self, address: ipaddress.IPv4Address | str) -> ipaddress.IPv4Address:
+        """An address of a DOCUMENTATION_PLAN network -> the same host number in this plan's network of
+        that segment; any other address is returned unchanged."""
+        address = ipaddress.IPv4Address(address)
+        for segment, documented in DOCUMENTATION_PLAN.networks.items():
+            if address in documented:
+                return self.network(segment).network_address + (
+                    int(address) - int(documented.network_address)
+                )
+        return address
+
+    def translate_text(self, text: str) -> str:
+        """Every IPv4 address in `text` translated. A string that is exactly an address with the prefix
+        length of its documentation network ("198.51.100.10/24") gets this plan's prefix length."""
+        whole = _documented_interface(text)
+        if whole is not None:
+            segment, interface = whole
+            return f"{self.translate_address(interface.ip)}/{self.network(segment).prefixlen}"
+        return _IPV4_IN_TEXT.sub(lambda match: self._translate_match(match.group(0)), text)
+
+    def _translate_match(self, text: str) -> str:
+        try:
+            return str(self.translate_address(text))
+        except ipaddress.AddressValueError:  # 999.1.2.3 and the like: not an address, leave it
+            return text
+
+    def translate_documents(self, documents: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of Kubernetes documents written for DOCUMENTATION_PLAN (the samples), with every
+        address in every string (keys included) moved onto this plan."""
+        return [cast(dict[str, Any], self._translate_value(document)) for document in documents]
+
+    def _translate_value(self, value: object) -> object:
+        if isinstance(value, str):
+            return self.translate_text(value)
+        if isinstance(value, dict):
+            return {self._translate_value(key): self._translate_value(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._translate_value(item) for item in value]
+        return value
 
 
-HOSTS: dict[str, Host] = {
-    host.name: host
-    for host in (
-        _lb_node("lb1", front=11, back=1, mgmt=11),
-        _lb_node("lb2", front=12, back=2, mgmt=12),
-        Host("be1", Role.BACKEND, (_interface("eth0", Segment.BACK, 11),)),
-        Host("be2", Role.BACKEND, (_interface("eth0", Segment.BACK, 12),)),
-        Host("client", Role.CLIENT, (_interface("eth0", Segment.FRONT, 100),)),
-    )
-}
-LB_NODES = tuple(name for name, host in HOSTS.items() if host.role is Role.LB)
-CLIENT = "client"
-# Ports every backend serves HTTP on (the seed setup has backends on both).
-BACKEND_PORTS = (80, 8080)
+def _documented_interface(text: str) -> tuple[Segment, ipaddress.IPv4Interface] | None:
+    if "/" not in text:
+        return None
+    try:
+        interface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        return None
+    for segment, documented in DOCUMENTATION_PLAN.networks.items():
+        if interface.ip in documented and interface.network.prefixlen == documented.prefixlen:
+            return segment, interface
+    return None
 
 
-def describe_route(route: dict[str, Any]) -> str:
-    """Render one entry of `ip -j route` roughly as `ip route` prints it, for error messages."""
+# The plan the samples, docs and golden tests are written for, and the lab's first choice.
+DOCUMENTATION_PLAN = AddressPlan(
+    front=ipaddress.IPv4Network("198.51.100.0/24"),
+    back=ipaddress.IPv4Network("198.18.0.0/24"),
+    mgmt=ipaddress.IPv4Network("203.0.113.0/24"),
+)
+
+
+# --- choosing the plan -----------------------------------------------------------------------------
+
+
+class AddressPlanError(ValueError):
+    """No safe plan exists (or a pinned range is unsafe); the message names what overlaps what."""
+
+
+@dataclass(frozen=True)
+class InterfaceAddress:
+    """An address of one of the machine's own (root-namespace) interfaces."""
+
+    interface: str
+    address: ipaddress.IPv4Interface
+
+    def __str__(self) -> str:
+        return f"address {self.address} of {self.interface}"
+
+
+@dataclass(frozen=True)
+class Protected:
+    """Addresses the machine must keep reaching, and why (e.g. "resolver in /etc/resolv.conf")."""
+
+    network: ipaddress.IPv4Network
+    source: str
+
+    def __str__(self) -> str:
+        where = self.network.network_address if self.network.prefixlen == 32 else self.network  # noqa: PLR2004
+        return f"protected address {where} ({self.source})"
+
+
+DOCUMENTATION_RANGES = tuple(
+    ipaddress.IPv4Network(cidr) for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
+BENCHMARKING_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544
+SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598, last resort
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def candidate_networks() -> Iterator[ipaddress.IPv4Network]:
+    """Every /24 the lab may choose, in order of preference: documentation ranges (RFC 5737), the
+    benchmarking range (RFC 2544) without the control plane's ClusterIP range, then the shared address
+    space (RFC 6598). None of these is ever assigned to a public host."""
+    yield from DOCUMENTATION_RANGES
+    for network in BENCHMARKING_RANGE.subnets(new_prefix=MAX_PREFIX_LENGTH):
+        if not network.overlaps(SERVICE_CLUSTER_NETWORK):
+            yield network
+    yield from SHARED_ADDRESS_SPACE.subnets(new_prefix=MAX_PREFIX_LENGTH)
+
+
+def describe_route(route: Mapping[str, Any]) -> str:
+    """Render one entry of `ip -j route` roughly as `ip route` prints it, for messages."""
     # ip omits "type" for plain unicast routes, as `ip route` does.
     words = [str(route["type"])] if "type" in route else []
     words.append(str(route.get("dst", "?")))
@@ -135,22 +299,172 @@ def describe_route(route: dict[str, Any]) -> str:
     return " ".join(words)
 
 
-def find_overlapping_routes(routes: list[dict[str, Any]]) -> list[tuple[ipaddress.IPv4Network, str]]:
-    """Return (lab network, route) for every non-default IPv4 route that overlaps a lab range.
+def _route_network(route: Mapping[str, Any]) -> ipaddress.IPv4Network | None:
+    """The destination of a non-default IPv4 route. A default route overlaps everything by definition
+    and only matters if traffic is not delivered locally, which the lab's connected routes guarantee;
+    any more specific route would steal or shadow lab traffic (or be shadowed by it)."""
+    destination = route.get("dst")
+    if not isinstance(destination, str) or destination == "default":
+        return None
+    network = ipaddress.IPv4Network(destination, strict=False)
+    return None if network.prefixlen == 0 else network
 
-    `routes` is the parsed output of `ip -4 -j route show table all`. A default route overlaps
-    everything by definition and only matters if traffic is not delivered locally, which the lab's
-    connected routes guarantee; any more specific route would steal or shadow lab traffic.
-    """
-    overlaps: list[tuple[ipaddress.IPv4Network, str]] = []
-    for route in routes:
-        destination = route.get("dst")
-        if not isinstance(destination, str) or destination == "default":
+
+Blocker = tuple[ipaddress.IPv4Network, str]
+
+
+def blockers(
+    routes: Iterable[Mapping[str, Any]],
+    interface_addresses: Iterable[InterfaceAddress],
+    protected: Iterable[Protected],
+) -> list[Blocker]:
+    """Every network a lab range must not overlap, each with a readable phrase naming it.
+
+    `routes` is the parsed output of `ip -4 -j route show table all` (every table, local included).
+    An interface address blocks its whole subnet (an address added with noprefixroute has no route, and
+    the machine still treats that subnet as on-link)."""
+    found = [
+        (route_network, f"root route '{describe_route(route)}'")
+        for route in routes
+        if (route_network := _route_network(route)) is not None
+    ]
+    found += [(local.address.network, str(local)) for local in interface_addresses]
+    found += [(entry.network, str(entry)) for entry in protected]
+    return found
+
+
+def _overlapping(network: ipaddress.IPv4Network, blocked: Iterable[Blocker]) -> list[str]:
+    return [phrase for blocked_network, phrase in blocked if network.overlaps(blocked_network)]
+
+
+def conflicts(
+    network: ipaddress.IPv4Network,
+    routes: Iterable[Mapping[str, Any]],
+    interface_addresses: Iterable[InterfaceAddress],
+    protected: Iterable[Protected],
+) -> list[str]:
+    """What `network` would collide with on the machine (see blockers()), each as a readable phrase;
+    empty when it is safe."""
+    return _overlapping(network, blockers(routes, interface_addresses, protected))
+
+
+def pin_variable(segment: Segment) -> str:
+    """The environment variable that pins `segment`'s range, e.g. LBPAIR_LAB_MGMT_CIDR."""
+    return f"LBPAIR_LAB_{str(segment).upper()}_CIDR"
+
+
+def _never_a_lab_range(network: ipaddress.IPv4Network) -> bool:
+    special = network.is_loopback or network.is_link_local or network.is_multicast or network.is_reserved
+    return network.is_global or special or network.overlaps(THIS_NETWORK)
+
+
+def pins_from_environment(environment: Mapping[str, str]) -> dict[Segment, ipaddress.IPv4Network]:
+    """The ranges pinned by LBPAIR_LAB_{FRONT,BACK,MGMT}_CIDR (unset or empty: the lab chooses)."""
+    pins: dict[Segment, ipaddress.IPv4Network] = {}
+    for segment in Segment:
+        variable = pin_variable(segment)
+        value = environment.get(variable, "").strip()
+        if not value:
             continue
-        route_network = ipaddress.IPv4Network(destination, strict=False)
-        overlaps.extend(
-            (lab_network, describe_route(route))
-            for lab_network in NETWORKS.values()
-            if lab_network.overlaps(route_network)
+        try:
+            network = ipaddress.IPv4Network(value)
+        except ValueError as error:
+            raise AddressPlanError(
+                f"{variable}={value!r} is not an IPv4 network in CIDR form ({error})"
+            ) from None
+        if not MIN_PREFIX_LENGTH <= network.prefixlen <= MAX_PREFIX_LENGTH:
+            raise AddressPlanError(
+                f"{variable}={value}: the {segment} network needs a prefix length from "
+                f"/{MIN_PREFIX_LENGTH} to /{MAX_PREFIX_LENGTH} (it holds host numbers up to .100)"
+            )
+        if _never_a_lab_range(network):
+            raise AddressPlanError(
+                f"{variable}={value}: pin a private, documentation or benchmarking range, never a public, "
+                "loopback, link-local or multicast one"
+            )
+        pins[segment] = network
+    return pins
+
+
+def choose_plan(
+    routes: Sequence[Mapping[str, Any]],
+    interface_addresses: Sequence[InterfaceAddress],
+    protected: Sequence[Protected],
+    pins: Mapping[Segment, ipaddress.IPv4Network] | None = None,
+) -> AddressPlan:
+    """The lab's ranges on a machine with these routes, interface addresses and protected addresses.
+
+    Pinned segments get their pin, or the lab is refused if the pin overlaps anything. Every other
+    segment gets its DOCUMENTATION_PLAN network when that is free, else the first free network of
+    candidate_networks(), taken in segment order (front, back, mgmt): the same machine always gets the
+    same plan. No two segments share a range. Raises AddressPlanError naming every overlap.
+    """
+    pins = dict(pins or {})
+    blocked = blockers(routes, interface_addresses, protected)
+    problems: list[str] = []
+    for segment, network in pins.items():
+        found = _overlapping(network, blocked)
+        found += [
+            f"the {other} network {other_network} ({pin_variable(other)})"
+            for other, other_network in pins.items()
+            if other != segment and network.overlaps(other_network)
+        ]
+        if found:
+            pinned = f"the {segment} network {network} (pinned by {pin_variable(segment)})"
+            problems.append(f"{pinned} overlaps {'; '.join(found)}")
+    if problems:
+        raise AddressPlanError(
+            "; ".join(problems) + ". Pin a free range or unset the variable to let the lab choose"
         )
-    return overlaps
+
+    chosen = dict(pins)
+
+    def free(network: ipaddress.IPv4Network) -> bool:
+        return not any(network.overlaps(taken) for taken in chosen.values()) and not _overlapping(
+            network, blocked
+        )
+
+    unpinned = [segment for segment in Segment if segment not in pins]
+    for segment in unpinned:
+        documented = DOCUMENTATION_PLAN.network(segment)
+        if free(documented):
+            chosen[segment] = documented
+    for segment in unpinned:
+        if segment in chosen:
+            continue
+        first_free = next((candidate for candidate in candidate_networks() if free(candidate)), None)
+        if first_free is None:
+            raise AddressPlanError(
+                f"no free range for the {segment} network: every candidate (RFC 5737, {BENCHMARKING_RANGE}, "
+                f"{SHARED_ADDRESS_SPACE}) overlaps a route, an interface address, a protected address or "
+                f"another lab network; pin one with {pin_variable(segment)}"
+            )
+        chosen[segment] = first_free
+    return AddressPlan(**{str(segment): network for segment, network in chosen.items()})
+
+
+def explain_plan(
+    plan: AddressPlan,
+    routes: Sequence[Mapping[str, Any]],
+    interface_addresses: Sequence[InterfaceAddress],
+    protected: Sequence[Protected],
+    pins: Mapping[Segment, ipaddress.IPv4Network] | None = None,
+) -> list[str]:
+    """One line per segment: its network and why it is that one (for `lab up` and `lab plan`)."""
+    lines = []
+    for segment, network in plan.networks.items():
+        documented = DOCUMENTATION_PLAN.network(segment)
+        if pins and segment in pins:
+            why = f"pinned by {pin_variable(segment)}"
+        elif network == documented:
+            why = "documentation default"
+        else:
+            found = conflicts(documented, routes, interface_addresses, protected)
+            taken = [
+                f"the {other} network"
+                for other, other_network in plan.networks.items()
+                if other != segment and documented.overlaps(other_network)
+            ]
+            why = f"{documented} is not free: {'; '.join(found + taken)}"
+        lines.append(f"{segment:<5} {network!s:<18} {why}")
+    return lines

@@ -29,8 +29,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# Service ClusterIPs are only allocated, never routed; the range is a benchmarking range the lab owns.
-SERVICE_CLUSTER_IP_RANGE = "198.19.0.0/24"
+from testbed.addressing import SERVICE_CLUSTER_NETWORK
+
+# Service ClusterIPs are only allocated, never routed (nothing on the machine gets an address or a route
+# in this range); the lab's address chooser never picks it (testbed/addressing.py).
+SERVICE_CLUSTER_IP_RANGE = str(SERVICE_CLUSTER_NETWORK)
 READY_TIMEOUT_SECONDS = 90.0
 STATE_FILE = "cluster.json"
 # `make cluster-up` keeps its plane here; test sessions use their own TEST_RUN_PREFIX* directories.

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from testbed.addressing import VIP_PRIMARY
 from testbed.cluster import CLI_RUN_DIR, ControlPlane, tools_bin_dir
 from testbed.lab import Lab, LabError, cleanup
 from testbed.operator import OperatorProcess, deploy_sample, wait_for
@@ -25,7 +24,6 @@ OPERATOR_PID_FILE = DEMO_DIR / "operator.pid"
 OPERATOR_LOG = DEMO_DIR / "operator.log"
 NAMESPACE = "lb-demo"
 PAIR = "seed"
-VIP = str(VIP_PRIMARY)
 HOSTS = ("www.example.com", "oa.example.com", "dev.example.com")
 
 
@@ -59,7 +57,8 @@ def demo_up() -> int:
     cluster, lab = start_bed()
     step(
         f"CRDs, the chart's ServiceAccount and RBAC (the operator runs with exactly these rights), and the "
-        f"seed tutorial as resources in namespace {NAMESPACE} (config/samples/seed-tutorial.yaml)"
+        f"seed tutorial as resources in namespace {NAMESPACE} (config/samples/seed-tutorial.yaml, its "
+        f"documentation addresses moved onto the lab's: {plan_summary(lab)})"
     )
     start_operator(deploy_sample(cluster, lab, NAMESPACE))
     pair = DemoPair(cluster)
@@ -79,10 +78,17 @@ def start_bed() -> tuple[ControlPlane, Lab]:
     step("control plane (etcd + kube-apiserver)")
     cluster = ControlPlane(run_dir=CLI_RUN_DIR, bin_dir=tools_bin_dir())
     cluster.start()
-    step("LB lab (two nodes with sshd/nginx/keepalived, two backends, a client)")
+    step(
+        "LB lab (two nodes with sshd/nginx/keepalived, two backends, a client) on address ranges chosen "
+        "clear of this machine's routes, resolvers, /etc/hosts and package registries"
+    )
     lab = Lab.up()
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     return cluster, lab
+
+
+def plan_summary(lab: Lab) -> str:
+    return ", ".join(f"{segment} {network}" for segment, network in lab.plan.networks.items())
 
 
 def start_operator(operator_kubeconfig: Path) -> None:
@@ -99,14 +105,16 @@ def first_line(text: str) -> str:
 
 
 def show_traffic(lab: Lab) -> None:
-    step(f"traffic from the client through the VIP {VIP}")
+    vip = lab.plan.vip_primary
+    step(f"traffic from the client through the VIP {vip}")
     for host in HOSTS:
         for path in ("/", "/svn/"):
-            response = lab.http_get_via(VIP, host, path)
+            response = lab.http_get_via(vip, host, path)
             print(f"  {host}{path:<6} -> HTTP {response.status} {first_line(response.body)}")
 
 
 def show_failover(cluster: ControlPlane, lab: Lab, pair: DemoPair) -> None:
+    vip = lab.plan.vip_primary
     holder = pair.holders().split("=")[-1]
     step(
         "failover: the seed's check script restarts a dead nginx, so first turn that off, then stop nginx "
@@ -125,19 +133,19 @@ def show_failover(cluster: ControlPlane, lab: Lab, pair: DemoPair) -> None:
     lab.exec(holder, "systemctl", "stop", "nginx")
     stopped = time.monotonic()
     moved = wait_for(
-        lambda: (holders := pair.holders()) not in (f"{VIP}={holder}", f"{VIP}=none") and holders,
+        lambda: (holders := pair.holders()) not in (f"{vip}={holder}", f"{vip}=none") and holders,
         timeout=30,
         what="VIP holder change in status",
     )
     print(f"status shows {moved} {time.monotonic() - stopped:.1f} s after nginx stopped on {holder}")
     show(cluster, "get", "lbpairs")
-    response = lab.http_get_via(VIP, "www.example.com", "/")
+    response = lab.http_get_via(vip, "www.example.com", "/")
     print(f"  www.example.com/ -> HTTP {response.status} {first_line(response.body)}")
     show(cluster, "get", "events", "--field-selector", "reason=FailoverDetected")
 
     step(f"nginx back on {holder}: with preempt (the seed's default) it takes the VIP back")
     lab.exec(holder, "systemctl", "start", "nginx")
-    wait_for(lambda: pair.holders() == f"{VIP}={holder}", timeout=30, what="failback")
+    wait_for(lambda: pair.holders() == f"{vip}={holder}", timeout=30, what="failback")
     show(cluster, "get", "lbpairs")
 
 
@@ -151,7 +159,7 @@ Everything is still running. Look around:
   {kubectl} -n {NAMESPACE} get lbpairs,virtualhosts,upstreams
   {kubectl} -n {NAMESPACE} describe lbpair {PAIR}
   {kubectl} -n {NAMESPACE} get events
-  ip netns exec lbp-client curl -H 'Host: www.example.com' http://{VIP}/
+  ip netns exec lbp-client curl -H 'Host: www.example.com' http://{lab.plan.vip_primary}/
   ssh {ssh_options} root@{lab.mgmt_address("lb1")}
   operator log: {OPERATOR_LOG}
 Stop it all with: make demo-down"""

@@ -1,6 +1,7 @@
 """A network-namespace lab that behaves like two LB servers, two backends and a client.
 
-Topology (see testbed/addressing.py for the address plan):
+Topology (see testbed/addressing.py for the address plan, chosen at every start so that it shadows
+nothing the machine routes or must reach; the chosen plan is recorded in STATE_FILE):
 
     root namespace --lbp-mgmt-- [br-mgmt]  --mgmt0-- lb1, lb2 (sshd)
     client         --eth0------ [br-front] --eth0--- lb1, lb2 (nginx, keepalived; VRRP and VIPs here)
@@ -33,23 +34,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed import machine
 from testbed.addressing import (
     BACKEND_PORTS,
     CLIENT,
-    HOSTS,
+    HOST_NAMES,
     LB_NODES,
     NAME_PREFIX,
-    NETWORKS,
-    ROOT_MGMT_ADDRESS,
     ROOT_MGMT_LINK,
     ROOT_MGMT_PEER,
     SSH_PORT,
     SWITCH_NAMESPACE,
-    VIPS,
+    AddressPlan,
+    AddressPlanError,
     Host,
+    Protected,
     Role,
     Segment,
-    find_overlapping_routes,
+    choose_plan,
+    conflicts,
+    explain_plan,
+    pin_variable,
+    pins_from_environment,
 )
 
 STATE_DIR = Path("/run/lbpair-lab")
@@ -229,15 +235,42 @@ def _root_link_exists(name: str) -> bool:
     return run(["ip", "link", "show", "dev", name], check=False).returncode == 0
 
 
-def check_root_routes() -> None:
-    """Refuse to build the lab if the root namespace routes any lab range elsewhere."""
-    listed = run(["ip", "-4", "-j", "route", "show", "table", "all"]).stdout
-    overlaps = find_overlapping_routes(json.loads(listed))
-    if overlaps:
-        details = "; ".join(
-            f"lab network {network} overlaps root route '{route}'" for network, route in overlaps
-        )
-        raise LabError(f"refusing to create the lab: {details}")
+@dataclass(frozen=True)
+class PlanChoice:
+    """The plan the lab takes on this machine now, what it was chosen against, and why."""
+
+    plan: AddressPlan
+    facts: machine.Machine
+    explanation: list[str]
+
+    def report(self) -> list[str]:
+        lines = [f"address plan: {line}" for line in self.explanation]
+        protected = ", ".join(sorted({str(entry.network) for entry in self.facts.protected}))
+        lines.append(f"kept clear of routes, interface addresses and protected {protected or '(none)'}")
+        lines += [f"warning: could not resolve {name}" for name in self.facts.unresolved]
+        return lines
+
+
+def choose_address_plan(environment: dict[str, str] | None = None) -> PlanChoice:
+    """Choose the lab's ranges for this machine (routes, interface addresses, resolvers, /etc/hosts, the
+    package registries, LBPAIR_LAB_PROTECT) honouring LBPAIR_LAB_*_CIDR pins; refuse with a LabError
+    naming every overlap if no safe plan exists."""
+    environment = dict(os.environ) if environment is None else environment
+    try:
+        pins = pins_from_environment(environment)
+        found = machine.gather(environment)
+        plan = choose_plan(found.routes, found.interface_addresses, found.protected, pins)
+    except AddressPlanError as error:
+        raise LabError(f"refusing to create the lab: {error}") from None
+    explanation = explain_plan(plan, found.routes, found.interface_addresses, found.protected, pins)
+    return PlanChoice(plan, found, explanation)
+
+
+def _recorded_plan() -> AddressPlan | None:
+    try:
+        return AddressPlan.from_dict(json.loads(STATE_FILE.read_text())["plan"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
 
 
 def cleanup(progress: Progress = stderr_progress) -> None:
@@ -246,6 +279,9 @@ def cleanup(progress: Progress = stderr_progress) -> None:
     Kills every process whose network namespace is a lab namespace (as `ip netns pids` reports), deletes
     the namespaces, the root management link, /etc/netns/lbp-* and the state directory.
     """
+    recorded = _recorded_plan()
+    if recorded is not None:
+        progress(f"releasing lab ranges {', '.join(f'{s} {n}' for s, n in recorded.networks.items())}")
     namespaces = lab_namespaces()
     for namespace in namespaces:
         _kill_namespace_processes(namespace)
@@ -295,7 +331,7 @@ def _listening_ports(namespace: str) -> set[int]:
 
 @dataclass
 class HostState:
-    """What the lab changed about one host at run time (the plan itself is in addressing.HOSTS)."""
+    """What the lab changed about one host at run time (its addresses are in the lab's AddressPlan)."""
 
     powered: bool = True
     # Processes the lab started for this host, in the root PID namespace: an LB node's `unshare`, a
@@ -336,7 +372,16 @@ class HostHealth:
 class Lab:
     """Handle on a running lab. Build one with `Lab.up()` or attach to a running one with `Lab.attach()`."""
 
-    def __init__(self, hosts: dict[str, HostState], partitioned: list[str], progress: Progress) -> None:
+    def __init__(
+        self,
+        plan: AddressPlan,
+        protected: Sequence[Protected],
+        hosts: dict[str, HostState],
+        partitioned: list[str],
+        progress: Progress,
+    ) -> None:
+        self._plan = plan
+        self._protected = tuple(protected)
         self._hosts = hosts
         self._partitioned = partitioned
         self._progress = progress
@@ -347,9 +392,9 @@ class Lab:
     def up(cls, *, reuse: bool = True, progress: Progress = stderr_progress) -> Lab:
         """Bring the lab up; idempotent.
 
-        With `reuse`, a running lab without faults is returned as it is. Otherwise (or if the running
-        lab is faulty or partial) every leftover is removed first, so the result is always a freshly
-        booted lab in the plan's state.
+        With `reuse`, a running lab without faults whose ranges are still safe (and match any pins) is
+        returned as it is. Otherwise every leftover is removed first, the address plan is chosen for the
+        machine as it is now (see choose_address_plan) and printed, and a fresh lab is booted on it.
         """
         _require_root_and_tools()
         if reuse and STATE_FILE.exists():
@@ -358,17 +403,21 @@ class Lab:
             except LabError as error:
                 progress(f"{error}: rebuilding")
             else:
-                if all(health.healthy for health in existing.status()):
-                    progress("lab already up and healthy: reusing it")
+                unsafe = existing._unsafe_now()
+                if unsafe is None and all(health.healthy for health in existing.status()):
+                    progress(f"lab already up and healthy: reusing it ({existing._plan_summary()})")
                     return existing
-                progress("lab is partial or faulty: rebuilding")
+                progress(f"{unsafe}: rebuilding" if unsafe else "lab is partial or faulty: rebuilding")
         if leftovers_exist():
             progress("removing leftovers of an earlier lab")
             cleanup(progress)
         started = time.monotonic()
-        progress("checking root-namespace routes against the lab ranges")
-        check_root_routes()
-        lab = cls({name: HostState() for name in HOSTS}, [], progress)
+        progress("choosing address ranges clear of routes, interface addresses and protected addresses")
+        choice = choose_address_plan()
+        for line in choice.report():
+            progress(line)
+        hosts = {name: HostState() for name in HOST_NAMES}
+        lab = cls(choice.plan, choice.facts.protected, hosts, [], progress)
         try:
             lab._build()
         except BaseException:
@@ -383,17 +432,22 @@ class Lab:
         """Handle on the lab a (possibly other) process brought up, from STATE_FILE."""
         try:
             recorded = json.loads(STATE_FILE.read_text())
-            hosts = {name: HostState(**recorded["hosts"][name]["state"]) for name in HOSTS}
+            plan = AddressPlan.from_dict(recorded["plan"])
+            protected = [
+                Protected(ipaddress.IPv4Network(entry["network"]), entry["source"])
+                for entry in recorded["protected"]
+            ]
+            hosts = {name: HostState(**recorded["hosts"][name]["state"]) for name in HOST_NAMES}
             partitioned = list(recorded["vrrp_partitioned"])
         except FileNotFoundError:
             raise LabError(f"no lab is up ({STATE_FILE} does not exist)") from None
         except (ValueError, KeyError, TypeError) as error:
             raise LabError(f"{STATE_FILE} is unreadable ({error!r}); run `lab cleanup`") from None
-        return cls(hosts, partitioned, progress)
+        return cls(plan, protected, hosts, partitioned, progress)
 
     def down(self) -> None:
         """Stop everything the lab started and remove all it created; idempotent."""
-        _kill_and_wait(pid for name in HOSTS for pid in self._started_pids(name))
+        _kill_and_wait(pid for name in HOST_NAMES for pid in self._started_pids(name))
         for state in self._hosts.values():
             state.pids, state.init_pid = [], None
         cleanup(self._progress)
@@ -521,6 +575,16 @@ class Lab:
     # -- inspection --
 
     @property
+    def plan(self) -> AddressPlan:
+        """The address plan this lab was built on (chosen for the machine at `Lab.up()`)."""
+        return self._plan
+
+    @property
+    def protected(self) -> tuple[Protected, ...]:
+        """What the plan was chosen to keep clear of: resolvers, /etc/hosts, package registries, ..."""
+        return self._protected
+
+    @property
     def ssh_key_path(self) -> Path:
         return CLIENT_KEY
 
@@ -541,7 +605,7 @@ class Lab:
         raise LabError(f"no host key for {node} ({address}) in {KNOWN_HOSTS}")
 
     def status(self) -> list[HostHealth]:
-        return [self._health(HOSTS[name]) for name in HOSTS]
+        return [self._health(host) for host in self._plan.hosts.values()]
 
     def describe(self) -> dict[str, Any]:
         """Everything another process needs to use the lab; written to STATE_FILE."""
@@ -550,9 +614,12 @@ class Lab:
             "ssh_key": str(CLIENT_KEY),
             "known_hosts": str(KNOWN_HOSTS),
             "switch_namespace": SWITCH_NAMESPACE,
-            "root_mgmt_link": {"name": ROOT_MGMT_LINK, "address": str(ROOT_MGMT_ADDRESS)},
-            "networks": {str(segment): str(network) for segment, network in NETWORKS.items()},
-            "vips": [str(vip) for vip in VIPS],
+            "root_mgmt_link": {"name": ROOT_MGMT_LINK, "address": str(self._plan.root_mgmt_address)},
+            "plan": self._plan.as_dict(),
+            "vips": [str(vip) for vip in self._plan.vips],
+            "protected": [
+                {"network": str(entry.network), "source": entry.source} for entry in self._protected
+            ],
             "hosts": {
                 name: {
                     "role": str(host.role),
@@ -563,7 +630,7 @@ class Lab:
                     },
                     "state": asdict(self._hosts[name]),
                 }
-                for name, host in HOSTS.items()
+                for name, host in self._plan.hosts.items()
             },
             "vrrp_partitioned": list(self._partitioned),
         }
@@ -572,16 +639,38 @@ class Lab:
 
     def _host(self, name: str) -> Host:
         try:
-            return HOSTS[name]
+            return self._plan.hosts[name]
         except KeyError:
-            raise LabError(f"unknown host {name!r}; the lab has {', '.join(HOSTS)}") from None
+            raise LabError(f"unknown host {name!r}; the lab has {', '.join(HOST_NAMES)}") from None
+
+    def _plan_summary(self) -> str:
+        return ", ".join(f"{segment} {network}" for segment, network in self._plan.networks.items())
+
+    def _unsafe_now(self) -> str | None:
+        """Why this running lab may not be reused as it is (a pin changed, or one of its ranges now
+        overlaps something of the machine's, e.g. a registry that moved), or None."""
+        try:
+            pins = pins_from_environment(os.environ)
+        except AddressPlanError as error:
+            raise LabError(str(error)) from None
+        for segment, network in pins.items():
+            if self._plan.network(segment) != network:
+                return f"{pin_variable(segment)}={network} but the running lab's {segment} network is " + str(
+                    self._plan.network(segment)
+                )
+        found = machine.gather()
+        for segment, network in self._plan.networks.items():
+            overlaps = conflicts(network, found.routes, found.interface_addresses, found.protected)
+            if overlaps:
+                return f"the running lab's {segment} network {network} now overlaps {'; '.join(overlaps)}"
+        return None
 
     def _started_pids(self, host: str) -> list[int]:
         """The recorded PIDs of the host that still belong to it: a PID found in another network
         namespace has been reused by an unrelated process (stale state file) and must not be killed."""
         state = self._hosts[host]
         recorded = [*state.pids, *([state.init_pid] if state.init_pid else [])]
-        return [pid for pid in recorded if _in_netns(pid, HOSTS[host].namespace)]
+        return [pid for pid in recorded if _in_netns(pid, self._host(host).namespace)]
 
     def _save(self) -> None:
         STATE_FILE.write_text(json.dumps(self.describe(), indent=2) + "\n")
@@ -600,7 +689,7 @@ class Lab:
             ip_in(SWITCH_NAMESPACE, "link", "add", f"br-{segment}", "type", "bridge", *bridge_options)
             ip_in(SWITCH_NAMESPACE, "link", "set", f"br-{segment}", "up")
         self._progress("creating host namespaces and cabling them to the switch")
-        for host in HOSTS.values():
+        for host in self._plan.hosts.values():
             _create_namespace(host.namespace)
             for interface in host.interfaces:
                 port = host.switch_port(interface.segment)
@@ -611,26 +700,29 @@ class Lab:
                 ip_in(SWITCH_NAMESPACE, "link", "set", port, "master", f"br-{interface.segment}")
             self._reset_network_state(host)
             self._apply_switch_ports(host.name)
-        self._progress(f"root management link {ROOT_MGMT_LINK} {ROOT_MGMT_ADDRESS}")
+        root_address = self._plan.root_mgmt_address
+        self._progress(f"root management link {ROOT_MGMT_LINK} {root_address}")
         run(["ip", "link", "add", ROOT_MGMT_LINK, "type", "veth", "peer", "name", ROOT_MGMT_PEER,
              "netns", SWITCH_NAMESPACE])  # fmt: skip
         # Before the link comes up, so it never sends IPv6 router solicitations or MLD reports.
         Path(f"/proc/sys/net/ipv6/conf/{ROOT_MGMT_LINK}/disable_ipv6").write_text("1\n")
-        run(["ip", "addr", "add", str(ROOT_MGMT_ADDRESS), "dev", ROOT_MGMT_LINK])
+        run(["ip", "addr", "add", str(root_address), "dev", ROOT_MGMT_LINK])
         run(["ip", "link", "set", ROOT_MGMT_LINK, "up"])
         ip_in(SWITCH_NAMESPACE, "link", "set", ROOT_MGMT_PEER, "master", f"br-{Segment.MGMT}", "up")
         self._progress("generating the client key and per-node /etc (stock nginx, keepalived, fresh ssh)")
         _generate_key(CLIENT_KEY, comment="lbpair-lab-client")
         for node in LB_NODES:
-            _prepare_lb_node(HOSTS[node])
+            _prepare_lb_node(self._host(node))
         KNOWN_HOSTS.write_text(
-            "".join(f"{HOSTS[node].mgmt_address} {_host_public_key(HOSTS[node])}\n" for node in LB_NODES)
+            "".join(
+                f"{self._host(node).mgmt_address} {_host_public_key(self._host(node))}\n" for node in LB_NODES
+            )
         )
         self._save()
-        for host in HOSTS.values():
+        for host in self._plan.hosts.values():
             self._start_host(host)
         self._save()
-        self._wait_ready(list(HOSTS.values()))
+        self._wait_ready(list(self._plan.hosts.values()))
 
     def _reset_network_state(self, host: Host) -> None:
         """Give the host's namespace the state of a freshly booted machine: only static addresses."""
@@ -644,9 +736,9 @@ class Lab:
     def _apply_switch_ports(self, host: str) -> None:
         """A host's switch port is up only while the host is powered and that cable is not pulled."""
         state = self._hosts[host]
-        for interface in HOSTS[host].interfaces:
+        for interface in self._host(host).interfaces:
             up = state.powered and str(interface.segment) not in state.cut_segments
-            port = HOSTS[host].switch_port(interface.segment)
+            port = self._host(host).switch_port(interface.segment)
             ip_in(SWITCH_NAMESPACE, "link", "set", port, "up" if up else "down")
 
     def _set_cut(self, host: str, segment: Segment, *, cut: bool) -> None:
@@ -665,7 +757,7 @@ class Lab:
         rules = "".join(
             f'    iifname "{port}" ip protocol {VRRP_PROTOCOL} drop\n'
             f'    oifname "{port}" ip protocol {VRRP_PROTOCOL} drop\n'
-            for port in (HOSTS[node].switch_port(Segment.FRONT) for node in self._partitioned)
+            for port in (self._host(node).switch_port(Segment.FRONT) for node in self._partitioned)
         )
         # add+delete makes the delete valid whether or not the table exists; all in one transaction.
         ruleset = f"add table bridge {PARTITION_TABLE}\ndelete table bridge {PARTITION_TABLE}\n"
@@ -712,7 +804,7 @@ class Lab:
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         while waiting:
             for name in sorted(waiting):
-                host = HOSTS[name]
+                host = self._host(name)
                 if not all(_process_alive(pid) for pid in self._hosts[name].pids):
                     raise LabError(
                         f"{name} died while booting; see {_log_path(host)}:\n{_tail(_log_path(host))}"
@@ -725,7 +817,8 @@ class Lab:
                     waiting.discard(name)
             if waiting and time.monotonic() > deadline:
                 logs = "\n".join(
-                    f"{_log_path(HOSTS[name])}:\n{_tail(_log_path(HOSTS[name]))}" for name in waiting
+                    f"{_log_path(self._host(name))}:\n{_tail(_log_path(self._host(name)))}"
+                    for name in waiting
                 )
                 raise LabError(f"not ready after {BOOT_TIMEOUT_S:.0f}s: {', '.join(sorted(waiting))}\n{logs}")
             if waiting:

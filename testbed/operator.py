@@ -20,7 +20,7 @@ import yaml
 
 from lbpair.model import API_VERSION
 from testbed.cluster import REPO_ROOT, ControlPlane
-from testbed.lab import Lab
+from testbed.lab import Lab, LabError
 
 OPERATOR_NAMESPACE = "lbpair-system"
 RELEASE = "lbpair-operator"
@@ -70,6 +70,25 @@ def pin_lab_host_keys(documents: list[dict[str, Any]], lab: Lab) -> list[dict[st
     return documents
 
 
+def on_lab(documents: list[dict[str, Any]], lab: Lab) -> list[dict[str, Any]]:
+    """Documents written for the documentation address plan (the samples), as they must be applied to
+    this lab: every address moved onto the lab's chosen plan (same host numbers), host keys pinned.
+
+    Refuses a pair whose node addresses then are not the lab's nodes (a sample written for other
+    addresses would otherwise send the operator somewhere else)."""
+    translated = pin_lab_host_keys(lab.plan.translate_documents(documents), lab)
+    for document in translated:
+        if document.get("kind") != "LoadBalancerPair":
+            continue
+        for node in document["spec"]["nodes"]:
+            if node["address"] != str(lab.mgmt_address(node["name"])):
+                raise LabError(
+                    f"{document['metadata']['name']}: node {node['name']} address {node['address']} is not "
+                    f"the lab's {lab.mgmt_address(node['name'])}; samples use the documentation plan"
+                )
+    return translated
+
+
 def attached_object(kind: str, namespace: str, name: str, pair: str, spec: dict[str, Any]) -> dict[str, Any]:
     """An Upstream or VirtualHost of `pair`, as kubectl would apply it."""
     return {
@@ -87,15 +106,21 @@ def load_manifests(path: Path) -> list[dict[str, Any]]:
 SEED_SAMPLE = REPO_ROOT / "config" / "samples" / "seed-tutorial.yaml"
 
 
+def load_sample_on_lab(lab: Lab, sample: Path = SEED_SAMPLE) -> list[dict[str, Any]]:
+    """`sample` (written for the documentation plan) as it is applied to `lab`; see on_lab()."""
+    return on_lab(load_manifests(sample), lab)
+
+
 def deploy_sample(cluster: ControlPlane, lab: Lab, namespace: str, sample: Path = SEED_SAMPLE) -> Path:
-    """CRDs, the chart's RBAC, and `sample` applied in `namespace` with the lab's SSH key and host keys.
+    """CRDs, the chart's RBAC, and `sample` applied in `namespace` on the lab's addresses (the sample's
+    documentation addresses translated onto the lab's plan) with the lab's SSH key and host keys.
 
     Returns the kubeconfig of the chart's ServiceAccount, for the operator to run with.
     """
     install_crds(cluster)
     operator_kubeconfig = install_chart_rbac(cluster)
     cluster.kubectl("create", "namespace", namespace, check=False)
-    documents = [ssh_key_secret(lab, namespace), *pin_lab_host_keys(load_manifests(sample), lab)]
+    documents = [ssh_key_secret(lab, namespace), *load_sample_on_lab(lab, sample)]
     listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
     print(cluster.kubectl("-n", namespace, "apply", "-f", "-", input=listed).stdout.rstrip(), file=sys.stderr)
     return operator_kubeconfig

@@ -6,24 +6,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from testbed.addressing import VIP_PRIMARY
 from testbed.lab import HttpResponse, Lab
 
 
 @dataclass
 class RequestLoop:
-    """One request every `interval` s in a background thread, until stopped or a bound is reached."""
+    """One request every `interval` s in a background thread, until stopped or a bound is reached.
+
+    `vip` defaults to the lab's primary VIP (from the lab's address plan)."""
 
     lab: Lab
     host: str
     path: str = "/"
-    vip: str = str(VIP_PRIMARY)
+    vip: str | None = None
     interval: float = 0.05
     max_requests: int = 200
     max_seconds: float = 15.0
     responses: list[HttpResponse] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._target = self.vip if self.vip is not None else str(self.lab.plan.vip_primary)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -35,7 +37,7 @@ class RequestLoop:
             and time.monotonic() < deadline
         ):
             # 3 s covers one SYN retransmission (1 s), as a real client would retry while the VIP moves.
-            self.responses.append(self.lab.http_get_via(self.vip, self.host, self.path, timeout=3.0))
+            self.responses.append(self.lab.http_get_via(self._target, self.host, self.path, timeout=3.0))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RequestLoop:

@@ -2,6 +2,7 @@
 
 Every test leaves the lab as it found it (the `lab` fixture is shared by the whole session): faults are
 undone and pushed configs removed in `finally` blocks. Measured figures are printed (see them with -s).
+Every lab address comes from the running lab's address plan (`lab.plan`), chosen for this machine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from testbed.addressing import CLIENT, HOSTS, LB_NODES, VIP_PRIMARY, Segment
+from testbed.addressing import CLIENT, LB_NODES, AddressPlan, Segment
 from testbed.lab import Lab, run
 from testbed.traffic import RequestLoop
 from tests.e2e.lab_fixtures import NodeShell, connect_ssh, open_node_shell
@@ -27,11 +28,10 @@ ShellFactory = Callable[[str], NodeShell]
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
 NGINX_CONF_PATH = "/etc/nginx/conf.d/lab-smoke.conf"
 SMOKE_HOST = "smoke.lab.test"
-CLIENT_ADDRESS = HOSTS[CLIENT].interface(Segment.FRONT).address.ip
 PRIORITIES = {"lb1": 150, "lb2": 100}
 
 
-def keepalived_conf(node: str) -> str:
+def keepalived_conf(node: str, plan: AddressPlan) -> str:
     initial_state = "MASTER" if PRIORITIES[node] == max(PRIORITIES.values()) else "BACKUP"
     return f"""\
 # lab smoke test: one VRRP instance, {node} starts as {initial_state}
@@ -45,17 +45,18 @@ vrrp_instance VI_SMOKE {{
     priority {PRIORITIES[node]}
     advert_int 1
     virtual_ipaddress {{
-        {VIP_PRIMARY}/24 dev eth0
+        {plan.vip_primary}/{plan.front.prefixlen} dev eth0
     }}
 }}
 """
 
 
-NGINX_PROXY_CONF = f"""\
+def nginx_proxy_conf(plan: AddressPlan) -> str:
+    return f"""\
 # lab smoke test: proxy {SMOKE_HOST} to both backends over the backend network
 upstream lab_smoke_backends {{
-    server {HOSTS["be1"].interface(Segment.BACK).address.ip}:80 max_fails=1 fail_timeout=5s;
-    server {HOSTS["be2"].interface(Segment.BACK).address.ip}:80 max_fails=1 fail_timeout=5s;
+    server {plan.hosts["be1"].address(Segment.BACK)}:80 max_fails=1 fail_timeout=5s;
+    server {plan.hosts["be2"].address(Segment.BACK)}:80 max_fails=1 fail_timeout=5s;
 }}
 server {{
     listen 80;
@@ -81,11 +82,11 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, interv
 
 
 @contextmanager
-def keepalived_pair(shell: ShellFactory) -> Iterator[None]:
+def keepalived_pair(shell: ShellFactory, plan: AddressPlan) -> Iterator[None]:
     """Push a VRRP pair config to both nodes over SFTP, start keepalived; stop and remove it afterwards."""
     try:
         for node in LB_NODES:
-            shell(node).write_file(KEEPALIVED_CONF_PATH, keepalived_conf(node))
+            shell(node).write_file(KEEPALIVED_CONF_PATH, keepalived_conf(node, plan))
             shell(node).run(f"keepalived -t -f {KEEPALIVED_CONF_PATH}")
             shell(node).run("systemctl start keepalived")
         yield
@@ -96,10 +97,10 @@ def keepalived_pair(shell: ShellFactory) -> Iterator[None]:
 
 
 @contextmanager
-def nginx_proxy(shell: ShellFactory) -> Iterator[None]:
+def nginx_proxy(shell: ShellFactory, plan: AddressPlan) -> Iterator[None]:
     try:
         for node in LB_NODES:
-            shell(node).write_file(NGINX_CONF_PATH, NGINX_PROXY_CONF)
+            shell(node).write_file(NGINX_CONF_PATH, nginx_proxy_conf(plan))
             shell(node).run("systemctl reload nginx")
         yield
     finally:
@@ -164,24 +165,23 @@ def test_each_node_sees_only_itself(lab: Lab, node_shell: ShellFactory) -> None:
 
 
 def test_keepalived_failover_keeps_the_vip_serving(lab: Lab, node_shell: ShellFactory) -> None:
-    with nginx_proxy(node_shell), keepalived_pair(node_shell):
-        wait_for(lambda: lab.vip_holders(VIP_PRIMARY) == ["lb1"], timeout=10, what="the VIP on exactly lb1")
+    vip = lab.plan.vip_primary
+    with nginx_proxy(node_shell, lab.plan), keepalived_pair(node_shell, lab.plan):
+        wait_for(lambda: lab.vip_holders(vip) == ["lb1"], timeout=10, what="the VIP on exactly lb1")
 
-        response = lab.http_get_via(VIP_PRIMARY, SMOKE_HOST, "/some/path?q=1")
+        response = lab.http_get_via(vip, SMOKE_HOST, "/some/path?q=1")
         assert response.status == 200, response
         fields = dict(field.split("=", 1) for field in response.body.split())
         assert fields["backend"] in {"be1", "be2"}
         assert (fields["host"], fields["path"], fields["uri"]) == (SMOKE_HOST, "/some/path", "/some/path?q=1")
-        assert fields["x-real-ip"] == str(CLIENT_ADDRESS)
+        assert fields["x-real-ip"] == str(lab.plan.hosts[CLIENT].address(Segment.FRONT))
 
         with RequestLoop(lab, host=SMOKE_HOST) as requests:
             time.sleep(0.5)
             stop_issued = time.monotonic()
             node_shell("lb1").run("systemctl stop keepalived")
             stop_took = time.monotonic() - stop_issued
-            wait_for(
-                lambda: lab.vip_holders(VIP_PRIMARY) == ["lb2"], timeout=10, what="the VIP to move to lb2"
-            )
+            wait_for(lambda: lab.vip_holders(vip) == ["lb2"], timeout=10, what="the VIP to move to lb2")
             moved_after = time.monotonic() - stop_issued
             time.sleep(1.0)
         backends = sorted({response.body.split()[0] for response in requests.responses if response.succeeded})
@@ -195,8 +195,8 @@ def test_keepalived_failover_keeps_the_vip_serving(lab: Lab, node_shell: ShellFa
         assert len(requests.failed) <= 2, requests.failed
 
         node_shell("lb1").run("systemctl start keepalived")
-        wait_for(lambda: lab.vip_holders(VIP_PRIMARY) == ["lb1"], timeout=10, what="lb1 to take the VIP back")
-    assert lab.vip_holders(VIP_PRIMARY) == []
+        wait_for(lambda: lab.vip_holders(vip) == ["lb1"], timeout=10, what="lb1 to take the VIP back")
+    assert lab.vip_holders(vip) == []
 
 
 def test_power_off_stops_the_node_and_power_on_boots_it(lab: Lab) -> None:
@@ -207,7 +207,7 @@ def test_power_off_stops_the_node_and_power_on_boots_it(lab: Lab) -> None:
         with pytest.raises(TimeoutError):
             open_node_shell(lab, "lb2", timeout=1.0)
         assert not [health for health in lab.status() if health.host.name == "lb2" and health.running]
-        assert run(["ip", "netns", "pids", HOSTS["lb2"].namespace]).stdout == "", (
+        assert run(["ip", "netns", "pids", lab.plan.hosts["lb2"].namespace]).stdout == "", (
             "processes survived power-off"
         )
     finally:
@@ -222,7 +222,7 @@ def test_power_off_stops_the_node_and_power_on_boots_it(lab: Lab) -> None:
 
 
 def test_link_down_cuts_the_node_off_the_front_network(lab: Lab) -> None:
-    lb1_front = str(HOSTS["lb1"].interface(Segment.FRONT).address.ip)
+    lb1_front = str(lab.plan.hosts["lb1"].address(Segment.FRONT))
 
     def client_reaches_lb1() -> bool:
         return lab.exec(CLIENT, "ping", "-c", "1", "-W", "1", lb1_front, check=False).returncode == 0
@@ -239,25 +239,26 @@ def test_link_down_cuts_the_node_off_the_front_network(lab: Lab) -> None:
 
 
 def test_vrrp_partition_makes_split_brain_and_heal_ends_it(lab: Lab, node_shell: ShellFactory) -> None:
-    with keepalived_pair(node_shell):
-        wait_for(lambda: lab.vip_holders(VIP_PRIMARY) == ["lb1"], timeout=10, what="the VIP on exactly lb1")
+    vip = lab.plan.vip_primary
+    with keepalived_pair(node_shell, lab.plan):
+        wait_for(lambda: lab.vip_holders(vip) == ["lb1"], timeout=10, what="the VIP on exactly lb1")
         try:
             lab.vrrp_partition("lb2")
             split_after = wait_for(
-                lambda: lab.vip_holders(VIP_PRIMARY) == ["lb1", "lb2"],
+                lambda: lab.vip_holders(vip) == ["lb1", "lb2"],
                 timeout=10,
                 what="both nodes holding the VIP",
             )
         finally:
             lab.heal_partition()
         healed_after = wait_for(
-            lambda: lab.vip_holders(VIP_PRIMARY) == ["lb1"], timeout=10, what="exactly lb1 after healing"
+            lambda: lab.vip_holders(vip) == ["lb1"], timeout=10, what="exactly lb1 after healing"
         )
         # A keepalived reload (HUP after a config check) must not move the VIP.
         for node in LB_NODES:
             node_shell(node).run("systemctl reload keepalived")
         time.sleep(1.5)
-        assert lab.vip_holders(VIP_PRIMARY) == ["lb1"]
+        assert lab.vip_holders(vip) == ["lb1"]
         print(
             f"split brain after {split_after:.2f}s of partition; healed to one holder in {healed_after:.2f}s"
         )

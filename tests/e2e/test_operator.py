@@ -14,15 +14,14 @@ from typing import Any
 
 import pytest
 
-from testbed.addressing import VIP_PRIMARY
+from testbed.addressing import CLIENT, Segment
 from testbed.cluster import ControlPlane
 from testbed.lab import Lab
 from testbed.operator import (
-    SEED_SAMPLE,
     OperatorProcess,
     attached_object,
     deploy_sample,
-    load_manifests,
+    load_sample_on_lab,
     wait_for,
 )
 from testbed.traffic import RequestLoop
@@ -31,7 +30,6 @@ pytestmark = pytest.mark.e2e
 
 NAMESPACE = "lb-e2e"
 PAIR = "seed"
-VIP = str(VIP_PRIMARY)
 STATE_FILE = "/var/lib/lbpair/manifest"
 VHOST_FILE = f"/etc/nginx/lbpair/vhost_{NAMESPACE}_www.conf"
 TO_LB_OA = {"path": "/", "upstreamRef": {"name": "lb-oa"}}
@@ -42,6 +40,10 @@ class Deployment:
 
     def __init__(self, cluster: ControlPlane, lab: Lab, operator: OperatorProcess) -> None:
         self.cluster, self.lab, self.operator = cluster, lab, operator
+        # The lab's addresses (its plan is chosen per machine); the sample was applied translated to them.
+        self.vip = str(lab.plan.vip_primary)
+        self.client_address = str(lab.plan.hosts[CLIENT].address(Segment.FRONT))
+        self.backend = {name: str(lab.plan.hosts[name].address(Segment.BACK)) for name in ("be1", "be2")}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         return self.cluster.kubectl("-n", NAMESPACE, *args, input=input, check=check).stdout
@@ -122,11 +124,11 @@ def deployment(
 
 
 def test_seed_sample_serves_each_host_and_path_from_the_right_backends(deployment: Deployment) -> None:
-    www = deployment.lab.http_get_via(VIP, "www.example.com", "/")
-    oa = deployment.lab.http_get_via(VIP, "oa.example.com", "/")
-    svn = deployment.lab.http_get_via(VIP, "dev.example.com", "/svn/trunk")
-    dev_root = deployment.lab.http_get_via(VIP, "dev.example.com", "/")
-    unknown = deployment.lab.http_get_via(VIP, "unknown.example.com", "/")
+    www = deployment.lab.http_get_via(deployment.vip, "www.example.com", "/")
+    oa = deployment.lab.http_get_via(deployment.vip, "oa.example.com", "/")
+    svn = deployment.lab.http_get_via(deployment.vip, "dev.example.com", "/svn/trunk")
+    dev_root = deployment.lab.http_get_via(deployment.vip, "dev.example.com", "/")
+    unknown = deployment.lab.http_get_via(deployment.vip, "unknown.example.com", "/")
     listed = deployment.kubectl("get", "lbpairs")
 
     assert www.succeeded, www
@@ -138,13 +140,13 @@ def test_seed_sample_serves_each_host_and_path_from_the_right_backends(deploymen
     assert svn.succeeded, svn
     assert "backend=be1" in svn.body
     assert "path=/svn/" in svn.body
-    assert "x-real-ip=198.51.100.100" in www.body
+    assert f"x-real-ip={deployment.client_address}" in www.body
     assert dev_root.status == 404  # dev has /svn and /submin only
     assert unknown.status == 0  # a Host no VirtualHost declares gets no answer at all
     assert "Empty reply" in unknown.error
     header, row = listed.splitlines()[:2]
     assert header.split() == ["NAME", "VIPS", "HOLDER", "MODE", "HEALTHY", "READY", "AGE"]
-    assert row.split()[:6] == [PAIR, VIP, f"{VIP}=lb1", "ActivePassive", "2/2", "True"]
+    assert row.split()[:6] == [PAIR, deployment.vip, f"{deployment.vip}=lb1", "ActivePassive", "2/2", "True"]
     for kind in ("virtualhosts", "upstreams"):
         programmed = deployment.kubectl(
             "get", kind, "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Programmed')].status}"
@@ -164,7 +166,7 @@ def test_both_nodes_run_the_rendered_config_and_status_reports_its_hash(deployme
         # What the node recorded as verified live after its reload is what status reports.
         assert deployment.node_file(name, "/var/lib/lbpair/live").strip() == nodes[name]["appliedConfigHash"]
         upstream = deployment.node_file(name, f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
-        assert "server 198.18.0.11:80" in upstream
+        assert f"server {deployment.backend['be1']}:80" in upstream
     served = {
         name: deployment.lab.exec(name, "curl", "-s", "http://127.0.0.1:18099/lbpair/config-hash").stdout
         for name in ("lb1", "lb2")
@@ -172,7 +174,7 @@ def test_both_nodes_run_the_rendered_config_and_status_reports_its_hash(deployme
     assert served["lb1"] == served["lb2"]  # identical nginx config on both nodes, as in the seed
     assert nodes["lb1"]["appliedConfigHash"] != nodes["lb2"]["appliedConfigHash"]  # keepalived differs
     assert (nodes["lb1"]["vrrpState"], nodes["lb2"]["vrrpState"]) == ("Master", "Backup")
-    assert nodes["lb1"]["vipsHeld"] == [VIP]
+    assert nodes["lb1"]["vipsHeld"] == [deployment.vip]
 
 
 def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(deployment: Deployment) -> None:
@@ -190,10 +192,12 @@ def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(depl
     try:
         deployment.lab.exec("lb1", "systemctl", "stop", "nginx")
 
-        wait_for(lambda: deployment.holders() == f"{VIP}=lb2", timeout=20, what="VIP on lb2 in status")
+        wait_for(
+            lambda: deployment.holders() == f"{deployment.vip}=lb2", timeout=20, what="VIP on lb2 in status"
+        )
         lb1 = next(node for node in deployment.pair()["status"]["nodes"] if node["name"] == "lb1")
-        served = deployment.lab.http_get_via(VIP, "www.example.com", "/")
-        assert deployment.lab.vip_holders(VIP) == ["lb2"]
+        served = deployment.lab.http_get_via(deployment.vip, "www.example.com", "/")
+        assert deployment.lab.vip_holders(deployment.vip) == ["lb2"]
         assert served.succeeded, served
         assert not lb1["nginxRunning"]
         assert deployment.condition("Degraded")["status"] == "True"
@@ -204,7 +208,7 @@ def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(depl
         deployment.lab.exec("lb1", "systemctl", "start", "nginx")
 
     # Preempt (the seed's default): the recovered higher-priority node takes the VIP back.
-    wait_for(lambda: deployment.holders() == f"{VIP}=lb1", timeout=20, what="VIP back on lb1")
+    wait_for(lambda: deployment.holders() == f"{deployment.vip}=lb1", timeout=20, what="VIP back on lb1")
     deployment.wait_ready()
 
 
@@ -212,7 +216,7 @@ def test_config_that_nginx_rejects_is_never_applied_and_traffic_keeps_flowing(de
     # Valid for the schema, refused by nginx -t: the name does not resolve on the nodes.
     unresolvable = {"method": "IPHash", "servers": [{"address": "backend.invalid", "port": 80}]}
     upstream = attached_object("Upstream", NAMESPACE, "lb-www", PAIR, unresolvable)
-    original = load_manifests(SEED_SAMPLE)
+    original = load_sample_on_lab(deployment.lab)
     original_upstream = next(
         d for d in original if d["kind"] == "Upstream" and d["metadata"]["name"] == "lb-www"
     )
@@ -261,7 +265,7 @@ def test_config_that_fails_on_reload_is_rolled_back_on_that_node_only(deployment
         assert "alt-port" not in deployment.node_file("lb2", "/etc/nginx/nginx.conf")
         assert deployment.node_file("lb1", "/etc/nginx/nginx.conf") == lb1_before  # never touched
         assert deployment.condition("Programmed")["status"] == "False"
-        assert deployment.lab.http_get_via(VIP, "www.example.com", "/").succeeded
+        assert deployment.lab.http_get_via(deployment.vip, "www.example.com", "/").succeeded
     finally:
         deployment.kubectl("delete", "virtualhost", "alt-port")
         deployment.lab.exec("lb2", "kill", squatter, check=False)
@@ -299,7 +303,7 @@ def test_a_burst_of_changes_is_coalesced_into_few_pushes(deployment: Deployment)
             deployment.apply([document])
         deployment.wait_ready()
         wait_for(
-            lambda: deployment.lab.http_get_via(VIP, "burst-9.example.com", "/").succeeded,
+            lambda: deployment.lab.http_get_via(deployment.vip, "burst-9.example.com", "/").succeeded,
             timeout=20,
             what="burst-9 served",
         )
@@ -342,23 +346,24 @@ def test_unreachable_node_is_reported_the_other_is_still_reconciled_and_it_recov
     deployment: Deployment,
 ) -> None:
     upstream_file = f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-oa.conf"
-    patch = '{"spec":{"servers":[{"address":"198.18.0.12","port":8080}]}}'
+    be1, be2 = deployment.backend["be1"], deployment.backend["be2"]
+    patch = json.dumps({"spec": {"servers": [{"address": be2, "port": 8080}]}})
     deployment.lab.power_off("lb2")
     try:
         degraded = deployment.wait_condition("Degraded", "reason", "NodeUnreachable", timeout=30)
         assert "lb2 unreachable" in degraded["message"]
         deployment.kubectl("patch", "upstream", "lb-oa", "--type=merge", "-p", patch)
         wait_for(
-            lambda: "198.18.0.11" not in deployment.node_file("lb1", upstream_file),
+            lambda: be1 not in deployment.node_file("lb1", upstream_file),
             timeout=30,
             what="lb1 updated",
         )
-        assert deployment.lab.http_get_via(VIP, "oa.example.com", "/").succeeded
+        assert deployment.lab.http_get_via(deployment.vip, "oa.example.com", "/").succeeded
         assert deployment.condition("Programmed")["status"] == "False"
     finally:
         deployment.lab.power_on("lb2")
     deployment.wait_ready(timeout=90)
-    assert "198.18.0.11" not in deployment.node_file("lb2", upstream_file)
+    assert be1 not in deployment.node_file("lb2", upstream_file)
     assert deployment.events("NodeRecovered")
 
 
@@ -416,7 +421,7 @@ def test_split_brain_is_detected_and_reported(deployment: Deployment) -> None:
     try:
         split = deployment.wait_condition("SplitBrain", "status", "True", timeout=30)
         assert "held by lb1 and lb2" in split["message"]
-        assert deployment.holders() == f"{VIP}=lb1+lb2"
+        assert deployment.holders() == f"{deployment.vip}=lb1+lb2"
         assert deployment.condition("Ready")["reason"] == "SplitBrain"
         assert deployment.events("SplitBrain")
     finally:
@@ -444,4 +449,4 @@ def test_delete_waits_for_an_unreachable_node_then_restores_both_nodes(deploymen
             deployment.lab.exec(node, "systemctl", "is-active", "keepalived", check=False).stdout.strip()
             != "active"
         )
-    assert deployment.lab.vip_holders(VIP) == []
+    assert deployment.lab.vip_holders(deployment.vip) == []
