@@ -1,4 +1,5 @@
-"""Smoke tests of the network-namespace lab: it must behave like two real LB servers.
+"""Smoke tests of the network-namespace lab: it must behave like two real LB servers, and must never
+shadow the machine's own destinations.
 
 Every test leaves the lab as it found it (the `lab` fixture is shared by the whole session): faults are
 undone and pushed configs removed in `finally` blocks. Measured figures are printed (see them with -s).
@@ -7,6 +8,9 @@ Every lab address comes from the running lab's address plan (`lab.plan`), chosen
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +20,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from testbed.addressing import CLIENT, LB_NODES, AddressPlan, Segment
+from testbed import machine
+from testbed.addressing import CLIENT, LB_NODES, ROOT_MGMT_LINK, AddressPlan, Segment, conflicts
 from testbed.lab import Lab, run
 from testbed.traffic import RequestLoop
 from tests.e2e.lab_fixtures import NodeShell, connect_ssh, open_node_shell
@@ -262,3 +267,67 @@ def test_vrrp_partition_makes_split_brain_and_heal_ends_it(lab: Lab, node_shell:
         print(
             f"split brain after {split_after:.2f}s of partition; healed to one holder in {healed_after:.2f}s"
         )
+
+
+# --- the lab must never shadow the machine's own destinations ------------------------------------------
+
+
+def route_get(address: ipaddress.IPv4Address) -> dict[str, object]:
+    """`ip route get` in the root namespace: where the kernel would send a packet now (sends nothing)."""
+    routes: list[dict[str, object]] = json.loads(run(["ip", "-4", "-j", "route", "get", str(address)]).stdout)
+    return routes[0]
+
+
+def default_route() -> dict[str, object] | None:
+    routes = json.loads(run(["ip", "-4", "-j", "route", "show", "default"]).stdout or "[]")
+    return routes[0] if routes else None
+
+
+def covered_by_a_machine_route(address: ipaddress.IPv4Address) -> bool:
+    """Whether a root-namespace route other than the default one (and not the lab's) covers `address`."""
+    for route in machine.root_routes():
+        destination = str(route.get("dst", "default"))
+        if destination != "default" and address in ipaddress.IPv4Network(destination, strict=False):
+            return True
+    return False
+
+
+def registry_addresses() -> dict[ipaddress.IPv4Address, str]:
+    """The package registries and proxies this machine's package managers use, resolved now (lab up)."""
+    names: dict[str, list[str]] = {}
+    for url, sources in machine.package_manager_urls(os.environ).items():
+        host = machine.url_host(url)
+        if host:
+            names.setdefault(host, []).extend(sources)
+    resolved, unresolved = machine.resolve_all(names, machine.resolve_ipv4)
+    print(f"not resolved: {unresolved}" if unresolved else "every registry name resolved")
+    return {entry.network.network_address: entry.source for entry in machine.merge_protected(resolved)}
+
+
+def test_lab_ranges_overlap_nothing_the_machine_routes_owns_or_must_reach(lab: Lab) -> None:
+    routes, interfaces = machine.root_routes(), machine.root_interface_addresses()
+    fresh, _ = machine.protected_addresses(os.environ)
+    for segment, network in lab.plan.networks.items():
+        assert conflicts(network, routes, interfaces, [*lab.protected, *fresh]) == [], segment
+    # The only lab route in the root namespace is the management network's, over the lab's own link.
+    main_table = json.loads(run(["ip", "-4", "-j", "route", "show"]).stdout)
+    lab_routes = [route["dst"] for route in main_table if route.get("dev") == ROOT_MGMT_LINK]
+    assert lab_routes == [str(lab.plan.mgmt)]
+
+
+def test_registries_and_protected_addresses_still_route_via_the_machine_not_the_lab(lab: Lab) -> None:
+    default = default_route()
+    registries = registry_addresses()
+    protected = {entry.network.network_address: entry.source for entry in lab.protected}
+    assert registries, "no package registry address resolved: nothing was checked"
+
+    for address, source in sorted({**protected, **registries}.items()):
+        route = route_get(address)
+        via = f"{route.get('type', 'unicast')} via {route.get('gateway', '-')} dev {route.get('dev')}"
+        print(f"ip route get {address} ({source}): {via}")
+        assert not any(address in network for network in lab.plan.networks.values()), (address, source)
+        assert route.get("dev") != ROOT_MGMT_LINK, (address, source, route)
+        if default is not None and not covered_by_a_machine_route(address):
+            # Exactly where it went before the lab existed: the root namespace's default route.
+            expected = (default.get("gateway"), default.get("dev"))
+            assert (route.get("gateway"), route.get("dev")) == expected, (address, source, route)
