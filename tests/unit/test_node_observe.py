@@ -6,6 +6,8 @@ import io
 import ipaddress
 import tarfile
 
+import pytest
+
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.observe import ManagedFileState, parse_probe
 from lbpair.nodes.operations import build_bundle
@@ -50,6 +52,48 @@ def test_torn_keepalived_dump_reads_as_no_vrrp_data() -> None:
     torn = PROBE_OUTPUT.replace('"stats":{}}]', '"sta')
 
     assert parse_probe(torn).vrrp == ()
+
+
+VRRP_DUMP = '[{"data":{"iname":"VI_1","state":2,"effective_priority":150},"stats":{}}]'
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON parser's recursion limit
+        '[{"data":' * 50_000 + "{}" + "}]" * 50_000,
+        "\x00\xff garbage \ufffd",
+        VRRP_DUMP[:-7],  # cut off
+        '{"data":{"iname":"VI_1","state":2,"effective_priority":150}}',  # not a list
+        '[{"data":[1,2,3]}]',
+        '[{"data":{"iname":"VI_1","state":"MASTER","effective_priority":150}}]',
+        '[{"data":{"iname":"VI_1","state":true,"effective_priority":150}}]',
+        '[{"data":{"iname":7,"state":2,"effective_priority":150}}]',
+        '[{"data":{"iname":"VI_1","state":2}}]',
+        '[{"data":{"iname":"VI_1","state":2,"effective_priority":1' + "0" * 5000 + "}}]",  # too many digits
+        "[" + ",".join([VRRP_DUMP[1:-1]] * 20_000) + "]",  # more than the agent ever sends
+    ],
+    ids=[
+        "deep-lists",
+        "deep-objects",
+        "garbage",
+        "cut-off",
+        "not-a-list",
+        "data-not-an-object",
+        "state-a-string",
+        "state-a-boolean",
+        "name-a-number",
+        "priority-missing",
+        "huge-number",
+        "oversized",
+    ],
+)
+def test_an_unreadable_vrrp_dump_reads_as_unknown_and_the_rest_of_the_probe_counts(dump: str) -> None:
+    observation = parse_probe(PROBE_OUTPUT.replace(VRRP_DUMP, dump))
+
+    assert observation.vrrp == ()
+    assert observation.hostname == "lb1"
+    assert observation.holds(ipaddress.IPv4Address("198.51.100.10"))
 
 
 def test_bundle_is_deterministic_and_carries_modes_and_manifest() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 # keepalived's numeric VRRP states (vrrp.h: VRRP_STATE_INIT .. VRRP_STATE_FAULT).
 _VRRP_STATES = {0: "INIT", 1: "BACKUP", 2: "MASTER", 3: "FAULT"}
+# The agent copies at most 1 MiB of the dump; a few instances take a few KiB.
+MAX_VRRP_DUMP_CHARS = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,24 +81,40 @@ def parse_managed_files(lines: list[str]) -> dict[str, ManagedFileState]:
 
 
 def parse_vrrp(lines: list[str]) -> tuple[VrrpInstanceState, ...]:
-    """keepalived's JSON dump; an empty or torn dump (keepalived down or mid-write) reads as no data."""
+    """keepalived's JSON dump. Anything but a well-formed dump (keepalived down, the dump torn or cut off,
+    garbage, nesting too deep for the parser, fields of the wrong type) reads as no data: the VRRP state
+    is unknown, and the rest of the probe still counts."""
     text = "\n".join(lines).strip()
-    if not text:
+    if not text or len(text) > MAX_VRRP_DUMP_CHARS:
         return ()
     try:
         dump = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return ()
-    instances = [
-        VrrpInstanceState(
-            name=str(entry["data"]["iname"]),
-            state=_VRRP_STATES.get(int(entry["data"]["state"]), "UNKNOWN"),
-            effective_priority=int(entry["data"]["effective_priority"]),
-        )
-        for entry in dump
-        if isinstance(entry, dict) and "data" in entry
-    ]
+    if not isinstance(dump, list):
+        return ()
+    instances = []
+    for entry in dump:
+        if not isinstance(entry, dict) or "data" not in entry:
+            continue
+        instance = _vrrp_instance(entry["data"])
+        if instance is None:
+            return ()
+        instances.append(instance)
     return tuple(sorted(instances, key=lambda instance: instance.name))
+
+
+def _vrrp_instance(data: object) -> VrrpInstanceState | None:
+    if not isinstance(data, dict):
+        return None
+    name, state, priority = data.get("iname"), data.get("state"), data.get("effective_priority")
+    if not isinstance(name, str) or not _is_int(state) or not _is_int(priority):
+        return None
+    return VrrpInstanceState(name=name, state=_VRRP_STATES.get(state, "UNKNOWN"), effective_priority=priority)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_probe(text: str) -> NodeObservation:
