@@ -1,50 +1,219 @@
 # lbpair node agent. The operator runs it over SSH as `sh -s -- COMMAND [ARGS]` with this script on
 # stdin, so nothing has to be installed on a node beyond sshd, nginx, keepalived and the base system
 # (sh, bash for /dev/tcp, coreutils, util-linux). Every path it is given comes from the operator's
-# validated model. Output is plain text the operator parses.
+# validated model. Output is plain text the operator parses. The operator's SSH layer runs each command
+# in its own session and process group under `timeout`, so a command that runs over is killed with
+# everything it started; this script is written so that such a kill, at any instruction, loses nothing.
 #
-# State on the node ($LBPAIR_STATE; the operator always passes it):
+# State on the node ($LBPAIR_STATE; the operator always passes it, and LBPAIR_LOCK_WAIT, seconds):
+#   lock             every command but served-hash holds it (flock), so commands never overlap
 #   manifest         "MODE SHA256 PATH" for every file the operator manages (the applied config)
 #   live             the config hash the services were last verified to run (written by mark-live)
 #   stage/           the bundle being rolled out: files/ mirrors absolute paths, manifest beside it
-#   backup/          the last-known-good files replaced by the latest swap, to restore on failure
+#   backup/          the last-known-good files replaced by the latest swap, to restore on failure:
+#                    files/ (copies), absent (paths that did not exist), manifest (the one replaced)
 #   original/        the node's own files the operator replaced (kept from the first swap that took each
-#                    path over), put back by `uninstall`
+#                    path over), put back by `uninstall`; same layout as backup/
+#   txn.new/, txn/   the journal of a change to live files (below)
+#   vrrp/            root-only (0700) copy of keepalived's JSON dump, read by probe
+#
+# The journal. swap, restore and uninstall each replace a set of live files in two phases:
+#   prepare  write txn.new/ (install: paths to replace, remove: paths to delete, manifest: the manifest
+#            afterwards, and for swap backup/: the new last-known-good copy of everything it changes),
+#            copy each new file next to its target as PATH.lbpair-new, sync all of it to disk;
+#   commit   rename txn.new to txn (one atomic rename);
+#   finish   rename each PATH.lbpair-new over PATH, delete the remove paths, rename the manifest and the
+#            backup into place (the old backup goes only now), then drop txn. Every step is a rename or
+#            a removal that is skipped once done, so finishing again after a crash converges.
+# Every command first recovers: a committed txn/ is finished, an uncommitted txn.new/ is undone (its
+# .lbpair-new files removed), so the live files are always the old set or the new set, never a mix.
+# Only prepare writes data; a full disk fails it before the commit, leaving the live files untouched.
 set -eu
+umask 022
 state=$LBPAIR_STATE
 stage=$state/stage
 backup=$state/backup
+original=$state/original
+txn=$state/txn
+txn_new=$state/txn.new
 command=$1
 shift
 
 section() { printf '== %s\n' "$1"; }
 
-manifest_paths() { [ -f "$1" ] && awk '{print $3}' "$1" || true; }
-
-compare_manifests() {
-    manifest_paths "$state/manifest" | sort -u >"$stage/.old"
-    manifest_paths "$stage/manifest" | sort -u >"$stage/.new"
+fail() {
+    printf 'lbpair agent: %s\n' "$*" >&2
+    exit 1
 }
 
-# Paths the applied manifest manages that the staged one no longer does.
-stale_paths() { compare_manifests && comm -23 "$stage/.old" "$stage/.new"; }
+# flush PATH...: data and directory entries on disk before anything depends on them (coreutils sync
+# with arguments fsyncs only those).
+flush() { if [ "$#" -gt 0 ]; then sync -- "$@"; fi; }
 
-# Paths the staged manifest manages for the first time: what is there now is the node's own.
-added_paths() { compare_manifests && comm -13 "$stage/.old" "$stage/.new"; }
-
-install_file() { # SOURCE TARGET: a rename in the target's directory, so readers see old or new, never half
-    mkdir -p "$(dirname "$2")"
-    cp -p "$1" "$2.lbpair-new"
-    mv -f "$2.lbpair-new" "$2"
+# parents: the existing directories holding the paths listed on stdin.
+parents() {
+    sed -e 's|/[^/]*$||' -e 's|^$|/|' | sort -u | while read -r dir; do
+        if [ -d "$dir" ]; then printf '%s\n' "$dir"; fi
+    done
 }
+
+# directory DIR: make DIR and its parents (no process when it is there already).
+directory() { [ -d "$1" ] || mkdir -p "$1"; }
+
+manifest_paths() { if [ -f "$1" ]; then awk '{print $3}' "$1"; fi; }
+
+# lock: wait (LBPAIR_LOCK_WAIT seconds) for the node's lock, held on fd 9 until the command exits.
+lock() {
+    wait_seconds=${LBPAIR_LOCK_WAIT:-10}
+    while :; do
+        directory "$state"
+        chmod 0700 "$state"
+        exec 9>>"$state/lock"
+        if ! flock -w "$wait_seconds" 9; then
+            printf 'lbpair agent: node busy: another agent command held %s for %s s\n' \
+                "$state/lock" "$wait_seconds" >&2
+            exit 75
+        fi
+        # uninstall removes the state directory with the lock file: a lock on a removed file guards nothing.
+        [ "$(stat -c %d:%i "$state/lock" 2>/dev/null)" = "$(stat -L -c %d:%i /dev/fd/9)" ] && return 0
+        exec 9>&-
+    done
+}
+
+# -- the journal --
+
+# begin: start preparing a change; until commit, any failure (a full disk, say) undoes it and says so.
+begin() {
+    trap abort EXIT
+    rm -rf "$txn_new"
+    mkdir "$txn_new"
+}
+
+abort() {
+    status=$?
+    set +e
+    roll_back
+    printf 'lbpair agent: %s failed before any live file changed; the config that was live is still live\n' \
+        "$command" >&2
+    exit "$status"
+}
+
+# prepare_files SOURCE: copy SOURCE/files/PATH next to PATH for every PATH in txn.new/install.
+prepare_files() {
+    while read -r path; do
+        directory "${path%/*}"
+        cp -p "$1/files$path" "$path.lbpair-new"
+    done <"$txn_new/install"
+}
+
+commit() {
+    # shellcheck disable=SC2046 # paths are validated identifiers without spaces
+    flush $(find "$txn_new") $(sed 's/$/.lbpair-new/' "$txn_new/install") $(parents <"$txn_new/install")
+    mv "$txn_new" "$txn"
+    trap - EXIT
+    flush "$state"
+    finish
+}
+
+# finish: complete a committed change; each step is skipped once done, so it can run again after a crash.
+finish() {
+    rm -f "$state/live"
+    while read -r path; do
+        if [ -e "$path.lbpair-new" ]; then mv -f "$path.lbpair-new" "$path"; fi
+    done <"$txn/install"
+    while read -r path; do rm -f "$path"; done <"$txn/remove"
+    # shellcheck disable=SC2046 # (no data written here: a full disk cannot stop a committed change)
+    flush $(cat "$txn/install" "$txn/remove" | parents)
+    if [ -f "$txn/manifest" ]; then mv -f "$txn/manifest" "$state/manifest"; fi
+    if [ -d "$txn/backup" ]; then
+        if [ -d "$backup" ]; then
+            rm -rf "$backup.old"
+            mv "$backup" "$backup.old"
+        fi
+        mv "$txn/backup" "$backup"
+    fi
+    flush "$state"
+    rm -rf "$state/txn.done"
+    mv "$txn" "$state/txn.done"
+    rm -rf "$state/txn.done" "$backup.old"
+}
+
+# roll_back: undo a change that was never committed (the live files were not touched). Originals it kept
+# stay: they are the node's own files either way; a copy cut short was never renamed into place.
+roll_back() {
+    if [ -f "$txn_new/install" ]; then
+        while read -r path; do rm -f "$path.lbpair-new"; done <"$txn_new/install"
+    fi
+    rm -rf "$txn_new"
+    if [ -d "$original" ]; then find "$original" -name '*.lbpair-new' -exec rm -f {} +; fi
+}
+
+recover() {
+    if [ -d "$txn" ]; then finish; fi
+    roll_back
+    rm -rf "$state/txn.done" "$backup.old"
+}
+
+# -- file sets --
+
+# save_files DIR PATH...: copy each existing PATH under DIR/files, list the absent ones in DIR/absent.
+save_files() {
+    dir=$1
+    shift
+    mkdir -p "$dir/files"
+    : >"$dir/absent"
+    for path in "$@"; do
+        if [ -e "$path" ]; then
+            directory "$dir/files${path%/*}"
+            cp -p "$path" "$dir/files$path"
+        else
+            printf '%s\n' "$path" >>"$dir/absent"
+        fi
+    done
+}
+
+# keep_originals PATH...: the node's own file at each PATH, unless original/ already holds (or lists)
+# it. Each entry is written aside, synced and renamed, so an interrupted run leaves no half copy.
+keep_originals() {
+    directory "$original/files"
+    [ -f "$original/absent" ] || : >"$original/absent"
+    for path in "$@"; do
+        if [ -e "$original/files$path" ] || grep -qxF "$path" "$original/absent"; then continue; fi
+        if [ -e "$path" ]; then
+            directory "$original/files${path%/*}"
+            cp -p "$path" "$original/files$path.lbpair-new"
+            flush "$original/files$path.lbpair-new"
+            mv "$original/files$path.lbpair-new" "$original/files$path"
+            flush "$original/files${path%/*}"
+        else
+            { cat "$original/absent" && printf '%s\n' "$path"; } >"$original/absent.lbpair-new"
+            flush "$original/absent.lbpair-new"
+            mv "$original/absent.lbpair-new" "$original/absent"
+            flush "$original"
+        fi
+    done
+}
+
+# check_stage: every staged file is there with the content its manifest line names (writes nothing, so a
+# full disk cannot fail it).
+check_stage() {
+    [ -f "$stage/manifest" ] || fail "nothing is staged"
+    [ -s "$stage/manifest" ] || return 0
+    if ! awk -v root="$stage/files" '{print $2 "  " root $3}' "$stage/manifest" |
+        sha256sum -c --quiet --strict - >/dev/null 2>&1; then
+        fail "the staged files do not match the staged manifest; stage them again"
+    fi
+}
+
+# -- commands --
 
 # probe NGINX_UNIT KEEPALIVED_UNIT: everything the operator reports about a node, in one round trip.
 probe() {
     section hostname
     hostname
     section services
-    printf 'nginx %s\n' "$(systemctl is-active "$1" 2>/dev/null || true)"
-    printf 'keepalived %s\n' "$(systemctl is-active "$2" 2>/dev/null || true)"
+    printf 'nginx %s\n' "$(systemctl is-active "$1" 2>/dev/null 9>&- </dev/null || true)"
+    printf 'keepalived %s\n' "$(systemctl is-active "$2" 2>/dev/null 9>&- </dev/null || true)"
     section addresses
     ip -o -4 addr show
     section files
@@ -58,118 +227,139 @@ probe() {
     section live
     cat "$state/live" 2>/dev/null || true
     section vrrp
-    # keepalived writes its state as JSON on a signal; ~10-15 ms, and the only live view of VRRP state.
+    vrrp_dump
+}
+
+# trusted FILE: a regular file (not a symbolic link) with one name, owned by root. In a sticky /tmp
+# nobody else can replace or change such a file once it is there.
+trusted() { [ ! -L "$1" ] && [ -f "$1" ] && [ "$(stat -c '%u %h' "$1" 2>/dev/null)" = "0 1" ]; }
+
+# vrrp_dump: keepalived writes its state as JSON on a signal (~10-15 ms), the only live view of VRRP
+# state, to /tmp/keepalived.json (hard-coded in keepalived 2.2). Any local user can create files in
+# /tmp, so the file is removed before the signal and read only if keepalived (root) wrote it anew.
+vrrp_dump() {
+    dump=/tmp/keepalived.json
     pid=$(cat /run/keepalived.pid 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        rm -f /tmp/keepalived.json
-        # keepalived may exit between the check and the signal: that is a probe result, not a probe failure.
-        kill -s "$(keepalived --signum=JSON)" "$pid" 2>/dev/null || true
-        tries=0
-        until [ -s /tmp/keepalived.json ] && [ "$(tail -c 2 /tmp/keepalived.json | tr -d '\n')" = "]" ]; do
-            tries=$((tries + 1))
-            [ "$tries" -gt 100 ] && break
-            sleep 0.01
-        done
-        cat /tmp/keepalived.json 2>/dev/null || true
-        echo
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
+    directory "$state/vrrp"
+    chmod 0700 "$state/vrrp"
+    rm -f "$dump" "$state/vrrp/keepalived.json"
+    # keepalived may exit between the check and the signal: that is a probe result, not a probe failure.
+    kill -s "$(keepalived --signum=JSON 2>/dev/null </dev/null)" "$pid" 2>/dev/null || true
+    tries=0
+    until trusted "$dump" && [ "$(tail -c 2 "$dump" | tr -d '\n')" = "]" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -gt 100 ] && break
+        sleep 0.01
+    done
+    if [ -e "$dump" ] || [ -L "$dump" ]; then
+        if trusted "$dump"; then
+            head -c 1048576 "$dump" >"$state/vrrp/keepalived.json"
+            cat "$state/vrrp/keepalived.json"
+            echo
+        else
+            printf 'lbpair agent: ignoring %s: not a root-owned regular file with one link\n' "$dump" >&2
+        fi
     fi
 }
 
 # validate NGINX_CONF KEEPALIVED_CONF ROOT...: check the staged config exactly as it will be live, without
 # touching the live tree. A private mount namespace shows a copy of each ROOT with the staged files laid
-# over it at its real path.
+# over it at its real path. Exit 65 means a validator refused the config (its output on stdout); any
+# other failure (a full disk while copying, say) is the agent's.
 validate() {
     nginx_conf=$1
     keepalived_conf=$2
     shift 2
+    check_stage
     view=$stage/view
     rm -rf "$view"
     binds=""
     for root in "$@"; do
         mkdir -p "$view$root"
-        [ -d "$root" ] && cp -a "$root/." "$view$root/"
+        if [ -d "$root" ]; then cp -a "$root/." "$view$root/"; fi
         binds="$binds mount --bind '$view$root' '$root' &&"
     done
-    stale_paths | while read -r path; do rm -f "$view$path"; done
+    manifest_paths "$state/manifest" | sort -u >"$stage/.old"
+    manifest_paths "$stage/manifest" | sort -u >"$stage/.new"
+    comm -23 "$stage/.old" "$stage/.new" | while read -r path; do rm -f "$view$path"; done
     cp -a "$stage/files/." "$view/"
-    unshare --mount sh -c "$binds nginx -t -q -c '$nginx_conf' && keepalived -t -f '$keepalived_conf'" 2>&1
+    status=0
+    unshare --mount sh -c \
+        "$binds { nginx -t -q -c '$nginx_conf' && keepalived -t -f '$keepalived_conf' || exit 65; }" \
+        2>&1 </dev/null || status=$?
+    rm -rf "$view"
+    return "$status"
 }
 
-# save_files DIR PATH...: copy each existing PATH under DIR, list the absent ones in DIR/absent; a PATH
-# DIR already holds (or lists) is kept as it was.
-save_files() {
-    dir=$1
-    shift
-    mkdir -p "$dir/files"
-    touch "$dir/absent"
-    for path in "$@"; do
-        if [ -e "$dir/files$path" ] || grep -qxF "$path" "$dir/absent"; then continue; fi
-        if [ -e "$path" ]; then
-            mkdir -p "$dir/files$(dirname "$path")"
-            cp -p "$path" "$dir/files$path"
-        else
-            echo "$path" >>"$dir/absent"
-        fi
-    done
-}
-
-# put_back DIR: the inverse of save_files.
-put_back() {
-    (cd "$1/files" && find . -type f) | while read -r relative; do
-        install_file "$1/files${relative#.}" "${relative#.}"
-    done
-    while read -r path; do rm -f "$path"; done <"$1/absent"
-}
-
-# swap: two phases, so a failure half-way never leaves old and new files mixed under one manifest:
-# first every new file is copied next to its target, then all are renamed into place.
+# swap: put the staged files live, keeping everything they replace as the last-known-good backup.
 swap() {
+    check_stage
+    begin
+    cp "$stage/manifest" "$txn_new/manifest"
+    manifest_paths "$state/manifest" | sort -u >"$txn_new/old"
+    manifest_paths "$stage/manifest" | sort -u >"$txn_new/install"
+    comm -23 "$txn_new/old" "$txn_new/install" >"$txn_new/remove"
     # shellcheck disable=SC2046 # paths are validated identifiers without spaces
-    set -- $({ manifest_paths "$state/manifest"; manifest_paths "$stage/manifest"; } | sort -u)
+    save_files "$txn_new/backup" $(sort -u "$txn_new/old" "$txn_new/install")
+    if [ -f "$state/manifest" ]; then cp -p "$state/manifest" "$txn_new/backup/manifest"; else
+        : >"$txn_new/backup/manifest"
+    fi
+    # Paths the staged manifest manages for the first time: what is there now is the node's own.
     # shellcheck disable=SC2046
-    save_files "$state/original" $(added_paths)
-    rm -rf "$backup"
-    save_files "$backup" "$@"
-    if [ -f "$state/manifest" ]; then cp -p "$state/manifest" "$backup/manifest"; else : >"$backup/manifest"; fi
-    rm -f "$state/live"
-    manifest_paths "$stage/manifest" | while read -r path; do
-        mkdir -p "$(dirname "$path")"
-        cp -p "$stage/files$path" "$path.lbpair-new"
-    done
-    manifest_paths "$stage/manifest" | while read -r path; do mv -f "$path.lbpair-new" "$path"; done
-    stale_paths | while read -r path; do rm -f "$path"; done
-    cp "$stage/manifest" "$state/manifest"
+    keep_originals $(comm -13 "$txn_new/old" "$txn_new/install")
+    prepare_files "$stage"
+    commit
+}
+
+# restore: put the last-known-good files back (the backup stays, so restoring again changes nothing).
+restore() {
+    [ -d "$backup/files" ] || fail "no backup to restore"
+    begin
+    (cd "$backup/files" && find . -type f) | sed 's/^\.//' | sort >"$txn_new/install"
+    if [ -f "$backup/absent" ]; then cp "$backup/absent" "$txn_new/remove"; else : >"$txn_new/remove"; fi
+    cp "$backup/manifest" "$txn_new/manifest"
+    prepare_files "$backup"
+    commit
+}
+
+# uninstall: put the node's own files back where the operator replaced them, remove the rest, then the
+# state. The change empties the manifest first, so an uninstall interrupted while removing the state
+# never removes a file it has put back.
+uninstall() {
+    begin
+    if [ -d "$original/files" ]; then
+        (cd "$original/files" && find . -type f) | sed 's/^\.//' | sort >"$txn_new/install"
+    else
+        : >"$txn_new/install"
+    fi
+    {
+        if [ -f "$original/absent" ]; then cat "$original/absent"; fi
+        manifest_paths "$state/manifest" | while read -r path; do
+            [ -e "$original/files$path" ] || printf '%s\n' "$path"
+        done
+    } | sort -u >"$txn_new/remove"
+    : >"$txn_new/manifest"
+    prepare_files "$original"
+    commit
+    rm -rf "$state"
 }
 
 # mark-live HASH: the services run this config (verified by the operator after the reload).
 mark_live() {
     printf '%s\n' "$1" >"$state/live.new"
+    flush "$state/live.new"
     mv -f "$state/live.new" "$state/live"
 }
 
-restore() {
-    [ -d "$backup" ] || { echo "no backup to restore" >&2; exit 1; }
-    rm -f "$state/live"
-    put_back "$backup"
-    cp "$backup/manifest" "$state/manifest"
-}
-
-# uninstall: put the node's own files back where the operator replaced them, remove the rest.
-uninstall() {
-    [ -d "$state/original" ] && put_back "$state/original"
-    manifest_paths "$state/manifest" | while read -r path; do
-        [ -e "$state/original/files$path" ] || rm -f "$path"
-    done
-    rm -rf "$state"
-}
-
-# reload SERVICE...: reload what runs (never restart: a keepalived restart flaps the VIP), start what does not.
+# reload SERVICE...: reload what runs (never restart: a keepalived restart flaps the VIP), start what does
+# not. Daemons never inherit the lock (fd 9): a daemon holding it would block every later command.
 reload() {
     for service in "$@"; do
-        if systemctl is-active "$service" >/dev/null 2>&1; then
-            systemctl reload "$service"
+        if systemctl is-active "$service" >/dev/null 2>&1 9>&- </dev/null; then
+            systemctl reload "$service" 9>&- </dev/null
         else
-            systemctl start "$service"
+            systemctl start "$service" 9>&- </dev/null
         fi
     done
 }
@@ -177,16 +367,33 @@ reload() {
 # stop SERVICE...: stop what runs (a stopped keepalived releases its VIPs to the peer at once).
 stop() {
     for service in "$@"; do
-        if systemctl is-active "$service" >/dev/null 2>&1; then systemctl stop "$service"; fi
+        if systemctl is-active "$service" >/dev/null 2>&1 9>&- </dev/null; then
+            systemctl stop "$service" 9>&- </dev/null
+        fi
     done
 }
 
 # served-hash PORT: what the node's nginx says its live config hash is (bash for /dev/tcp; no curl needed).
 served_hash() {
     bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /lbpair/config-hash HTTP/1.0\r\n\r\n" >&3 && cat <&3' \
-        _ "$1" | tail -n 1
+        _ "$1" </dev/null | head -c 65536 | tail -n 1
 }
 
+case $command in
+# Reads no state and is polled while a rollout verifies: it takes no lock.
+served-hash)
+    served_hash "$@"
+    exit
+    ;;
+probe | validate | swap | restore | uninstall | mark-live | reload | stop | recover) ;;
+*)
+    echo "unknown command: $command" >&2
+    exit 2
+    ;;
+esac
+
+lock
+recover
 case $command in
 probe) probe "$@" ;;
 validate) validate "$@" ;;
@@ -196,9 +403,5 @@ uninstall) uninstall ;;
 mark-live) mark_live "$1" ;;
 reload) reload "$@" ;;
 stop) stop "$@" ;;
-served-hash) served_hash "$@" ;;
-*)
-    echo "unknown command: $command" >&2
-    exit 2
-    ;;
+recover) ;;
 esac

@@ -1,6 +1,7 @@
 """What the operator does to a node, one SSH round trip each, built on the node agent (agent.sh).
 
-`observe_*` only read; `push_*`, `apply_*` and `restore_*` change the node.
+`observe_*` read (after finishing any change an interrupted command left half done); `push_*`,
+`apply_*`, `restore_*`, `recover` and `uninstall_*` change the node; `build_*` are pure.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shlex
 import tarfile
 from collections.abc import Iterable
 from importlib import resources
+from typing import ClassVar
 
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult, NodeClient, NodeError
@@ -18,17 +20,48 @@ from lbpair.nodes.observe import NodeObservation, parse_probe
 AGENT_SCRIPT = resources.files("lbpair.nodes").joinpath("agent.sh").read_bytes()
 DEFAULT_STATE_DIR = "/var/lib/lbpair"
 PROBE_TIMEOUT_SECONDS = 5.0
+COMMAND_TIMEOUT_SECONDS = 30.0
+VALIDATE_TIMEOUT_SECONDS = 60.0
+VALIDATION_REFUSED_STATUS = 65  # the agent's `validate`: nginx -t or keepalived -t said no
 
 
 class ValidationFailedError(NodeError):
     """nginx -t or keepalived -t rejected the staged config; the message is the validator's output."""
 
+    reason: ClassVar[str] = "Rejected"
 
-def _agent(
-    client: NodeClient, *args: str, state_dir: str = DEFAULT_STATE_DIR, timeout: float = 30.0
-) -> CommandResult:
-    command = f"LBPAIR_STATE={shlex.quote(state_dir)} sh -s -- " + " ".join(shlex.quote(arg) for arg in args)
-    return client.run(command, stdin=AGENT_SCRIPT, timeout=timeout)
+
+def _lock_wait(timeout: float) -> str:
+    """How long a command waits for the node's lock: a third of its time, so that a node busy with
+    another command answers "busy" well before the command's own deadline kills it."""
+    return f"{max(timeout / 3, 1.0):.1f}"
+
+
+def build_agent_command(args: Iterable[str], timeout: float, state_dir: str = DEFAULT_STATE_DIR) -> str:
+    """The shell line that runs the agent (its script on stdin) with `args`."""
+    return (
+        f"LBPAIR_STATE={shlex.quote(state_dir)} LBPAIR_LOCK_WAIT={_lock_wait(timeout)} sh -s -- "
+        + " ".join(shlex.quote(arg) for arg in args)
+    )
+
+
+def build_staging_command(directories: Iterable[str] = (), state_dir: str = DEFAULT_STATE_DIR) -> str:
+    """The shell line that unpacks a bundle (on stdin) into the stage.
+
+    The bundle arrives on stdin, where the agent reads its own script, so this one command is not an agent
+    command; it takes the agent's lock all the same and unpacks beside the stage, renaming it into place
+    only once complete (swap checks the staged files against their manifest too).
+    """
+    needed = " ".join(shlex.quote(directory) for directory in ["stage.new", *sorted(directories)])
+    return (
+        f"mkdir -p -m 0700 {shlex.quote(state_dir)} && cd {shlex.quote(state_dir)} && exec 9>>lock && "
+        f"flock -w {_lock_wait(COMMAND_TIMEOUT_SECONDS)} 9 && rm -rf stage.new && mkdir -p {needed} && "
+        "tar -x --no-same-owner -C stage.new && rm -rf stage && mv stage.new stage"
+    )
+
+
+def _agent(client: NodeClient, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> CommandResult:
+    return client.run(build_agent_command(args, timeout), stdin=AGENT_SCRIPT, timeout=timeout)
 
 
 def _checked(result: CommandResult, what: str) -> CommandResult:
@@ -53,73 +86,79 @@ def build_bundle(files: Iterable[ManagedFile]) -> bytes:
     return buffer.getvalue()
 
 
-def observe_node(
-    client: NodeClient, units: tuple[str, str] = ("nginx", "keepalived"), state_dir: str = DEFAULT_STATE_DIR
-) -> NodeObservation:
-    """Probe a node; `units` are the nginx and keepalived service names, reported as "nginx"/"keepalived"."""
+def observe_node(client: NodeClient, units: tuple[str, str] = ("nginx", "keepalived")) -> NodeObservation:
+    """Probe a node; `units` are the nginx and keepalived service names, reported as "nginx"/"keepalived".
+
+    Like every agent command but served-hash, the probe first finishes or undoes a change to the live
+    files that an earlier command left half done (an operator or node crash), so what it reports is
+    always a complete file set.
+    """
     # A probe takes ~50 ms; a short timeout notices a node that died under an open connection quickly.
-    result = _agent(client, "probe", *units, state_dir=state_dir, timeout=PROBE_TIMEOUT_SECONDS)
+    result = _agent(client, "probe", *units, timeout=PROBE_TIMEOUT_SECONDS)
     try:
         return parse_probe(_checked(result, "probe").stdout)
     except (ValueError, KeyError, IndexError, TypeError) as error:
         raise NodeError(f"unreadable probe output: {error}") from error
 
 
-def push_bundle(
-    client: NodeClient,
-    files: Iterable[ManagedFile],
-    directories: Iterable[str] = (),
-    state_dir: str = DEFAULT_STATE_DIR,
-) -> None:
+def push_bundle(client: NodeClient, files: Iterable[ManagedFile], directories: Iterable[str] = ()) -> None:
     """Stage the files on the node and create `directories` the config needs (e.g. the cache root, which
     nginx will not create with its parents); nothing live changes."""
-    stage = shlex.quote(f"{state_dir}/stage")
-    needed = " ".join(shlex.quote(directory) for directory in [f"{state_dir}/stage", *sorted(directories)])
-    command = f"rm -rf {stage} && mkdir -p {needed} && tar -x --no-same-owner -C {stage}"
-    _checked(client.run(command, stdin=build_bundle(files)), "staging files")
+    command = build_staging_command(directories)
+    _checked(client.run(command, stdin=build_bundle(files), timeout=COMMAND_TIMEOUT_SECONDS), "staging files")
 
 
-def validate_staged(
-    client: NodeClient,
-    config_paths: tuple[str, str],
-    roots: Iterable[str],
-    state_dir: str = DEFAULT_STATE_DIR,
-) -> None:
+def validate_staged(client: NodeClient, config_paths: tuple[str, str], roots: Iterable[str]) -> None:
     """nginx -t and keepalived -t (on `config_paths`: nginx.conf, keepalived.conf) over the staged files."""
-    result = _agent(client, "validate", *config_paths, *sorted(roots), state_dir=state_dir, timeout=60.0)
-    if not result.ok:
+    result = _agent(client, "validate", *config_paths, *sorted(roots), timeout=VALIDATE_TIMEOUT_SECONDS)
+    if result.exit_status == VALIDATION_REFUSED_STATUS:
         raise ValidationFailedError((result.stdout + result.stderr).strip())
+    _checked(result, "validating the staged config")
 
 
-def apply_staged(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:
-    """Swap the staged files into place, keeping the replaced ones as the last-known-good backup."""
-    _checked(_agent(client, "swap", state_dir=state_dir), "swapping config")
+def apply_staged(client: NodeClient) -> None:
+    """Swap the staged files into place, keeping the replaced ones as the last-known-good backup.
+
+    Journaled on the node: interrupted anywhere (a lost connection, the deadline, a crash), the next agent
+    command leaves either the old or the new file set live, complete. A full disk fails it before any
+    live file changes.
+    """
+    _checked(_agent(client, "swap"), "swapping config")
 
 
-def apply_reload(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
+def apply_reload(client: NodeClient, services: Iterable[str]) -> None:
     """Reload (or start) the services in the order given: nginx before keepalived, so a VIP never moves
     to a node whose nginx does not have the new config yet."""
-    _checked(_agent(client, "reload", *services, state_dir=state_dir), "reload")
+    _checked(_agent(client, "reload", *services), "reload")
 
 
-def mark_live(client: NodeClient, config_hash: str, state_dir: str = DEFAULT_STATE_DIR) -> None:
+def mark_live(client: NodeClient, config_hash: str) -> None:
     """Record on the node that its services run `config_hash` (after the operator verified it)."""
-    _checked(_agent(client, "mark-live", config_hash, state_dir=state_dir), "recording the live config")
+    _checked(_agent(client, "mark-live", config_hash), "recording the live config")
 
 
-def apply_stop(client: NodeClient, services: Iterable[str], state_dir: str = DEFAULT_STATE_DIR) -> None:
-    _checked(_agent(client, "stop", *sorted(services), state_dir=state_dir), "stop")
+def apply_stop(client: NodeClient, services: Iterable[str]) -> None:
+    _checked(_agent(client, "stop", *sorted(services)), "stop")
 
 
-def restore_last_good(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:
-    _checked(_agent(client, "restore", state_dir=state_dir), "restoring last-known-good config")
+def restore_last_good(client: NodeClient) -> None:
+    """Put back the files the latest swap replaced (journaled and idempotent: restoring twice is restoring
+    once). Also right after a swap whose services were never verified, e.g. the operator stopped between
+    swap and reload."""
+    _checked(_agent(client, "restore"), "restoring last-known-good config")
 
 
-def uninstall_managed(client: NodeClient, state_dir: str = DEFAULT_STATE_DIR) -> None:
+def recover(client: NodeClient) -> None:
+    """Finish or undo whatever change to the live files an interrupted command left (every other agent
+    command does this first as well)."""
+    _checked(_agent(client, "recover"), "recovering the node's files")
+
+
+def uninstall_managed(client: NodeClient) -> None:
     """Put back the node's own files the operator replaced, remove the rest of what it wrote."""
-    _checked(_agent(client, "uninstall", state_dir=state_dir), "uninstalling managed config")
+    _checked(_agent(client, "uninstall"), "uninstalling managed config")
 
 
-def observe_served_hash(client: NodeClient, port: int, state_dir: str = DEFAULT_STATE_DIR) -> str:
+def observe_served_hash(client: NodeClient, port: int) -> str:
     """The config hash the node's running nginx serves on its loopback status endpoint ('' if none)."""
-    return _agent(client, "served-hash", str(port), state_dir=state_dir).stdout.strip()
+    return _agent(client, "served-hash", str(port)).stdout.strip()
