@@ -30,7 +30,13 @@ from lbpair.nodes.ssh import SSHTarget
 from lbpair.render import render_pair
 from lbpair.render.model import ObjectKey
 from lbpair.rollout import FailedRollout, NodePlan, observe_all, roll_out_pair
-from lbpair.status import attached_status, pair_status, rejected_pair_status, same_but_probe_times
+from lbpair.status import (
+    attached_status,
+    failed_pass_status,
+    pair_status,
+    rejected_pair_status,
+    same_but_probe_times,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ class PairMemory:
     deleting: bool = False
     observed: PairObservation = field(default_factory=PairObservation)
     problem: str = ""
+    pass_error: str = ""
     applied_hashes: dict[str, str] = field(default_factory=dict)
     failures: dict[str, FailedRollout] = field(default_factory=dict)
     secrets: frozenset[ObjectRef] = frozenset()
@@ -89,11 +96,29 @@ class Reconciler:
                 memory.status = _status_in(resources.pair)
             started = time.monotonic()
             try:
-                return self._run_pass(key, resources, memory, started)
-            except Exception:
-                # The loop must go on probing whatever went wrong in one pass; the next pass starts afresh.
+                events = self._run_pass(key, resources, memory, started)
+            except Exception as error:
                 log.exception("pass pair=%s outcome=error seconds=%.3f", key, time.monotonic() - started)
-                return [Event.warning("PassFailed", "internal error; see the operator log")]
+                return self._report_failed_pass(key, resources, memory, error)
+            memory.pass_error = ""
+            return events
+
+    def _report_failed_pass(
+        self, key: ObjectRef, resources: PairResources, memory: PairMemory, error: Exception
+    ) -> list[Event]:
+        """Conditions go Unknown with the error (a stale Ready=True must not stand); one event per distinct
+        error, not one per pass. The next pass starts afresh."""
+        message = f"internal error ({type(error).__name__}: {error}); see the operator log"
+        # Nothing of the current generation was observed: keep the one last observed.
+        generation = (memory.status.observed_generation if memory.status else None) or 0
+        events = [Event.warning("PassFailed", message)] if message != memory.pass_error else []
+        memory.pass_error = message
+        now = timestamp(datetime.datetime.now(datetime.UTC))
+        try:
+            self._write_pair_status(key, memory, failed_pass_status(memory.status, generation, message, now))
+        except Exception:
+            log.exception("pair=%s: writing the failed pass's status failed too", key)
+        return events
 
     def _run_pass(
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float

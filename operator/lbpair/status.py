@@ -85,6 +85,15 @@ def rejected_pair_status(rejection: PairRejected, previous: PairStatus | None, a
     )
 
 
+def failed_pass_status(previous: PairStatus | None, generation: int, error: str, at: str) -> PairStatus:
+    """A pass that failed unexpectedly: every condition Unknown with the error, the rest as last seen."""
+    base = previous or PairStatus()
+    types = [c.type for c in base.conditions] or ["Ready", "Programmed", "Degraded", "SplitBrain"]
+    unknown = [Condition.unknown(condition_type, "PassFailed", error, at=at) for condition_type in types]
+    conditions = with_transitions(unknown, base.conditions, generation)
+    return base.model_copy(update={"observed_generation": generation, "conditions": conditions, "kopf": None})
+
+
 def same_but_probe_times(status: PairStatus, other: PairStatus | None) -> bool:
     """Only lastProbeTime differs: not worth a write on its own (etcd churn, GitOps noise)."""
     if other is None:

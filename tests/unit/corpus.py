@@ -112,6 +112,8 @@ class InvalidVariant:
     changes: dict[str, Any]
     field: str
     removals: tuple[str, ...] = ()
+    model_only: bool = False
+    """The API server cannot check it (no CEL for it): the model refuses it, so the pair is Rejected."""
 
     def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         for path, value in self.changes.items():
@@ -126,6 +128,7 @@ class InvalidVariant:
 
 
 SEED = "seed-tutorial.yaml"
+SEED_LB1_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILowQt152KPplgGeU/c9oFKJCnRyFsOLuIWUMnDU0Ltz"
 INVALID_VARIANTS = (
     InvalidVariant(
         "ssh address with a semicolon",
@@ -156,6 +159,24 @@ INVALID_VARIANTS = (
         "seed",
         {"spec.vips[0].address": "192.0.2.10/24"},
         "spec.vips",
+    ),
+    InvalidVariant(
+        "host key cut short by one character",
+        SEED,
+        "LoadBalancerPair",
+        "seed",
+        {"spec.nodes[0].hostKey": SEED_LB1_KEY[:-1]},
+        "spec.nodes[0].hostKey",
+        model_only=True,
+    ),
+    InvalidVariant(
+        "host key of another type than it says",
+        SEED,
+        "LoadBalancerPair",
+        "seed",
+        {"spec.nodes[0].hostKey": SEED_LB1_KEY.replace("ssh-ed25519", "ssh-rsa")},
+        "spec.nodes[0].hostKey",
+        model_only=True,
     ),
     InvalidVariant(
         "VIP equal to a node's own address",

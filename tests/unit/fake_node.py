@@ -35,9 +35,9 @@ class FakeNode:
     live_hash: str = ""
     services: dict[str, bool] = field(default_factory=lambda: {"nginx": True, "keepalived": True})
     serving: str = ""  # the nginx config hash the running nginx serves
-    failing: dict[str, NodeError] = field(default_factory=dict)
+    failing: dict[str, Exception] = field(default_factory=dict)
     """Method name -> the error that method raises (until removed)."""
-    failing_once: dict[str, NodeError] = field(default_factory=dict)
+    failing_once: dict[str, Exception] = field(default_factory=dict)
     """Method name -> the error that method raises on its next call only."""
     nginx_ignores_reload: bool = False
     calls: list[str] = field(default_factory=list)

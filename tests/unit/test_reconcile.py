@@ -293,10 +293,18 @@ def test_deletion_of_an_unreachable_node_stays_pending(world: World) -> None:
     assert world.lb1.files == {}
 
 
-def test_an_unexpected_error_in_a_pass_is_contained(world: World) -> None:
-    world.lb2.failing["observe"] = NodeUnreachableError("down")
-    world.resources.pair["metadata"]["generation"] = "not a number"
+def test_an_unexpected_error_turns_conditions_unknown_and_is_told_once(world: World) -> None:
+    world.run_pass()
+    assert world.condition("Ready")[0] == "True"
+    world.lb1.failing["observe"] = RecursionError("maximum recursion depth exceeded")  # no layer expects it
 
-    events = world.run_pass()
+    first, second = world.run_pass(), world.run_pass()
 
-    assert reasons(events) == ["PassFailed internal error; see the operator log"]
+    assert [event.reason for event in first] == ["PassFailed"]
+    assert "RecursionError" in first[0].message
+    assert second == []
+    assert {c.status for c in world.sink.last_pair_status().conditions} == {"Unknown"}
+    assert world.condition("Ready")[1:] == ("PassFailed", first[0].message)
+    del world.lb1.failing["observe"]
+    world.run_pass()
+    assert world.condition("Ready")[0] == "True"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from lbpair.model.base import ApiModel, CelRule, UniqueItems, cel_config
 from lbpair.model.common import ObjectMeta, Port, SecretKeyRef
@@ -25,6 +27,24 @@ from lbpair.model.patterns import (
 )
 
 Priority = Annotated[int, Field(ge=1, le=254)]
+KEY_TYPE_LENGTH_BYTES = 4
+
+
+def _well_formed_host_key(line: str) -> str:
+    """The pattern admits any base64-looking text; the key data must also decode and name the same key
+    type as the line, as OpenSSH's wire format does (a 4-byte length, then the type)."""
+    key_type, data = line.split(" ")
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise ValueError("the key data is not valid base64 (cut short?)") from None
+    length = int.from_bytes(blob[:KEY_TYPE_LENGTH_BYTES], "big")
+    if blob[KEY_TYPE_LENGTH_BYTES : KEY_TYPE_LENGTH_BYTES + length] != key_type.encode():
+        raise ValueError(f"the key data is not a {key_type} key")
+    return line
+
+
+HostKey = Annotated[SshHostKey, AfterValidator(_well_formed_host_key)]
 
 
 class PairNode(ApiModel):
@@ -36,7 +56,7 @@ class PairNode(ApiModel):
     """Address (IPv4 or DNS name) the operator connects to over SSH."""
     ssh_port: Port = 22
     """SSH port."""
-    host_key: SshHostKey
+    host_key: HostKey
     """The node's pinned SSH host public key in OpenSSH form ("ssh-ed25519 AAAA..."); any other key is
     refused."""
     interface: InterfaceName
@@ -280,8 +300,10 @@ WEIGHT_EXCEEDS_PRIORITY_GAP = CelRule(
     field_path=".healthCheck.weight",
 )
 VIPS_IN_NODE_NETWORK = CelRule(
-    rule="size(self.nodes) != 2 || self.vips.all(v, self.nodes.all(n, "
-    "cidr(v.address).containsIP(n.vrrpAddress) && cidr(v.address).ip() != ip(n.vrrpAddress)))",
+    rule="size(self.nodes) != 2 || self.vips.all(v, cidr(v.address).containsIP(self.nodes[0].vrrpAddress) && "
+    "cidr(v.address).containsIP(self.nodes[1].vrrpAddress) && "
+    "!v.address.startsWith(self.nodes[0].vrrpAddress + '/') && "
+    "!v.address.startsWith(self.nodes[1].vrrpAddress + '/'))",
     message="every VIP must lie in the network of both nodes' vrrpAddress (given by the VIP's prefix length) "
     "and differ from both",
     field_path=".vips",

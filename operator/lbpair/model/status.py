@@ -69,6 +69,11 @@ class Condition(StatusModel):
             last_transition_time=at,
         )
 
+    @classmethod
+    def unknown(cls, type_: str, reason: str, message: str, *, at: str) -> Condition:
+        """The operator cannot tell (e.g. its pass failed): never leave a stale True standing."""
+        return cls(type=type_, status="Unknown", reason=reason, message=message, last_transition_time=at)
+
     def transition_from(self, previous: Condition | None) -> Self:
         """lastTransitionTime moves only when the status does, as Kubernetes conventions ask."""
         if previous is None or previous.status != self.status:
