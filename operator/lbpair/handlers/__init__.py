@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -76,6 +77,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), config)
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
+    memo.generations = SpecGenerations()
 
 
 @kopf.on.cleanup(id="close-connections")
@@ -113,10 +115,39 @@ def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]
 # Changes to what a pair uses wake its loop.
 
 
+class SpecGenerations:
+    """The metadata.generation last seen per attached object. The API server bumps it on spec changes
+    only, so a status write (above all the operator's own, one per object it programs) wakes no pass."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], int] = {}
+
+    def changed(self, key: tuple[str, str, str], generation: int, *, deleted: bool) -> bool:
+        if deleted:
+            self._seen.pop(key, None)
+            return True
+        previous = self._seen.get(key)
+        self._seen[key] = generation
+        return previous != generation
+
+
 @kopf.on.event(GROUP, VERSION, "upstreams", id="upstream-changed")
 @kopf.on.event(GROUP, VERSION, "virtualhosts", id="virtualhost-changed")
-async def attached_changed(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    memo.wakeups.wake(attached_pair(namespace or "", spec))
+async def attached_changed(
+    *,
+    resource: kopf.Resource,
+    namespace: str | None,
+    name: str | None,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    type: str | None,  # ADDED, MODIFIED, DELETED, or None while listing
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    key = (resource.plural, namespace or "", name or "")
+    generation = int(meta.get("generation") or 0)
+    if memo.generations.changed(key, generation, deleted=type == "DELETED"):
+        memo.wakeups.wake(attached_pair(namespace or "", spec))
 
 
 @kopf.on.event("", "v1", "secrets", id="secret-changed")
@@ -145,6 +176,10 @@ async def converge(
     key = ObjectRef(namespace or "", name)
     indexes = Indexes(kwargs)
     wakeup = memo.wakeups.event(key)
+    # Each pair's passes run on a thread of their own: a pair whose node hangs never holds up another's
+    # passes, as it would in asyncio's shared default pool (a handful of threads on a small machine).
+    pass_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pass-{key}")
+    loop = asyncio.get_running_loop()
     try:
         while not stopped:
             wakeup.clear()
@@ -155,7 +190,7 @@ async def converge(
                 secrets=indexes.lookup("secrets_by_name"),
                 namespace_labels=indexes.lookup("namespace_labels"),
             )
-            events = await asyncio.to_thread(memo.reconciler.run_pass, resources)
+            events = await loop.run_in_executor(pass_thread, memo.reconciler.run_pass, resources)
             for event in events:
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             await _wait_for_change(wakeup, stopped, memo.config.probe_interval_seconds)
@@ -164,6 +199,7 @@ async def converge(
                 await asyncio.sleep(memo.config.coalesce_seconds)
     finally:
         memo.wakeups.forget(key)
+        pass_thread.shutdown(wait=False, cancel_futures=True)
 
 
 class Indexes:
