@@ -499,9 +499,7 @@ def test_a_daemon_the_agent_starts_does_not_hold_the_lock(tmp_path: Path) -> Non
     node = Node(tmp_path / "node", bin_dir)
     try:
         node.agent("reload", "nginx")
-        started = time.monotonic()
-        node.agent("recover", timeout=5.0)
-        assert time.monotonic() - started < 1.0
+        node.agent("recover", timeout=5.0)  # "node busy" after 1.7 s if the daemon held the lock
     finally:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
 

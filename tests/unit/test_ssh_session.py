@@ -99,7 +99,7 @@ class Server(paramiko.ServerInterface):
         for pump in pumps[1:]:
             pump.join()
         try:
-            channel.send_exit_status(status)
+            channel.send_exit_status(status if status >= 0 else 128 - status)  # killed by a signal
             channel.close()
         except (OSError, EOFError, paramiko.SSHException):
             pass
@@ -162,7 +162,10 @@ def endpoint() -> Iterator[Endpoint]:
             transport = ServerTransport(connection)
             transport.add_server_key(server.host_key)
             server.transports.append(transport)
-            transport.start_server(server=server)
+            try:
+                transport.start_server(server=server)
+            except (paramiko.SSHException, EOFError, OSError):
+                transport.close()  # a client that went away during the handshake
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import io
+import math
 import select
 import shlex
 import socket
@@ -297,7 +298,8 @@ class SSHNodeClient:
         except (paramiko.SSHException, OSError, EOFError) as error:
             self.close()
             raise NodeUnreachableError(f"{address}: cannot open a session: {error}") from error
-        remote_seconds = max(_remaining(deadline) - REMOTE_MARGIN_SECONDS, 0.1)
+        # In tenths, as the node's timeout gets it: the node kills no earlier than this after `started`.
+        remote_seconds = max(math.floor((_remaining(deadline) - REMOTE_MARGIN_SECONDS) * 10), 1) / 10
         bounded = self._sudo(bounded_command(command, remote_seconds))
         started = time.monotonic()
         output = _Output()
