@@ -40,6 +40,15 @@ class NodeReport:
 
 
 @dataclass(frozen=True)
+class RolloutProblem:
+    """Why the desired config is not live: `reason` says whether a node refused it (Rejected, RolledBack,
+    RestoreFailed: it will not go live as it is) or the rollout did not get that far (NotApplied)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class PairHealth:
     holders: dict[str, list[str]]  # VIP -> nodes holding it, sorted
     nodes: tuple[NodeReport, ...]
@@ -66,7 +75,7 @@ def observe_holders(vips: Sequence[str], nodes: Sequence[NodeReport]) -> dict[st
 
 
 def assess_pair(
-    vips: Sequence[str], nodes: Sequence[NodeReport], rollout_problem: str = "", *, at: str
+    vips: Sequence[str], nodes: Sequence[NodeReport], problem: RolloutProblem | None = None, *, at: str
 ) -> PairHealth:
     """Conditions in Kubernetes style, as of `at`: Ready (traffic is served), Programmed, Degraded,
     SplitBrain."""
@@ -95,10 +104,11 @@ def assess_pair(
         ),
         Condition.of(
             "Programmed",
-            not unprogrammed and not rollout_problem,
-            "Applied" if not unprogrammed and not rollout_problem else "NotApplied",
-            rollout_problem
-            or "; ".join(f"{node.name}: {node.error or 'config not applied'}" for node in unprogrammed)
+            not unprogrammed and problem is None,
+            problem.reason if problem else ("NotApplied" if unprogrammed else "Applied"),
+            problem.message
+            if problem
+            else "; ".join(f"{node.name}: {node.error or 'config not applied'}" for node in unprogrammed)
             or "desired config is live on every node",
             at=at,
         ),

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from lbpair.config import OperatorConfig
 from lbpair.events import Event
-from lbpair.health import NodeReport
+from lbpair.health import NodeReport, RolloutProblem
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import NodeError, NodeUnreachableError
 from lbpair.nodes.layout import NodeLayout
@@ -100,6 +100,15 @@ class RolloutFailedError(RolloutError):
         super().__init__(f"{node}: rollout failed: {error}")
 
 
+class NodeLostError(RolloutError):
+    """The node stopped answering before anything changed on it (staging or validating)."""
+
+    reason: ClassVar[str] = "NodeUnreachable"
+
+    def __init__(self, node: str, error: NodeError) -> None:
+        super().__init__(f"{node}: lost during rollout: {error}")
+
+
 class RolledBackError(RolloutError):
     """The new config went live on a node but failed there; the last-known-good files were restored."""
 
@@ -119,7 +128,7 @@ class RestoreFailedError(RolloutError):
 
 
 def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, verify_timeout: float) -> None:
-    """Apply `plan` on its node; raises a RolloutError, or NodeUnreachableError before anything changed."""
+    """Apply `plan` on its node; raises a RolloutError saying how far it got."""
     node = plan.node
     services = layout.services_for(difference.changed) if difference.changed else list(layout.units)
     if difference.changed:
@@ -128,8 +137,8 @@ def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, ve
             node.validate()
         except ValidationFailedError as error:
             raise ConfigRejectedError(plan.name, str(error)) from error
-        except NodeUnreachableError:
-            raise
+        except NodeUnreachableError as error:
+            raise NodeLostError(plan.name, error) from error
         except NodeError as error:
             raise RolloutFailedError(plan.name, error) from error
     try:
@@ -172,7 +181,7 @@ class FailedRollout:
     """A config a node refused: not pushed again until the config changes or its backoff has passed."""
 
     config_hash: str
-    message: str
+    problem: RolloutProblem
     at: float  # time.monotonic()
     attempts: int
 
@@ -186,7 +195,7 @@ class PairRollout:
     """What a rollout over the pair did: per-node reports, the first problem, and events to post."""
 
     reports: list[NodeReport]
-    problem: str = ""
+    problem: RolloutProblem | None = None
     events: list[Event] = field(default_factory=list)
     reloads: list[str] = field(default_factory=list)  # "<service>@<node>", for the pass's log line
     files_changed: int = 0
@@ -221,21 +230,20 @@ def roll_out_pair(
             continue  # an earlier node failed: leave this one as it is
         refused = failures.get(plan.name)
         if refused and refused.config_hash == plan.config_hash and not refused.due(config, time.monotonic()):
-            outcome.problem = refused.message
+            outcome.problem = refused.problem
             continue
         started = time.monotonic()
         try:
             roll_out_node(plan, difference, layout, config.verify_timeout_seconds)
-        except NodeUnreachableError as error:
-            outcome.problem = f"{plan.name}: lost during rollout: {error}"
-            _log_node(pair, plan.name, "unreachable", difference, started)
         except RolloutError as error:
+            # Backed off like any failure, a lost node included: a node that times out must not pile up
+            # abandoned validations on every pass.
             _log_node(pair, plan.name, error.reason, difference, started)
-            outcome.problem = str(error)
+            outcome.problem = RolloutProblem(error.reason, str(error))
             previous = failures.get(plan.name)
             same = previous is not None and previous.config_hash == plan.config_hash
             attempts = previous.attempts + 1 if previous and same else 1
-            failures[plan.name] = FailedRollout(plan.config_hash, str(error), time.monotonic(), attempts)
+            failures[plan.name] = FailedRollout(plan.config_hash, outcome.problem, time.monotonic(), attempts)
             if attempts == 1:  # the same config failing again is not news
                 outcome.events.append(Event.warning(error.reason, str(error)))
         else:

@@ -121,7 +121,7 @@ def test_config_the_node_refuses_leaves_both_nodes_as_they_were_and_is_not_retri
     assert world.lb2.files == {}
     assert world.lb2.calls.count("stage") == 1  # not pushed again before the backoff
     status, reason, message = world.condition("Programmed")
-    assert (status, reason) == ("False", "NotApplied")
+    assert (status, reason) == ("False", "Rejected")  # refused: it will not go live as it is
     assert REFUSAL in message
 
 
@@ -192,14 +192,20 @@ def test_a_failed_restore_is_reported_as_such(world: World) -> None:
     assert "No space left on device" in events[0].message
 
 
-def test_node_lost_while_staging_stops_the_rollout_and_is_retried_next_pass(world: World) -> None:
+def test_node_lost_while_staging_stops_the_rollout_and_backs_off_like_any_failure() -> None:
+    world = make_world(retry_seconds=0.05)
     world.lb2.failing_once["stage"] = NodeUnreachableError("203.0.113.12:22: connection reset")
 
-    world.run_pass()
+    first = world.run_pass()
+    world.run_pass()  # within the backoff: not pushed again
 
+    assert reasons(first) == ["NodeUnreachable lb2"]
     assert world.lb1.files == {}
     assert world.lb2.files == {}
+    assert world.lb2.calls.count("stage") == 1
+    assert world.condition("Programmed")[:2] == ("False", "NodeUnreachable")
     assert "lb2: lost during rollout" in world.condition("Programmed")[2]
+    time.sleep(0.06)
     events = world.run_pass()
     assert reasons(events) == ["Applied lb2", "Applied lb1"]
 

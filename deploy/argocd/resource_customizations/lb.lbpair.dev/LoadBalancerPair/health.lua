@@ -47,6 +47,11 @@ elseif ready ~= nil and ready.status == "False" then
 elseif degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
   hs.message = describe(degraded)
+elseif programmed ~= nil and programmed.status == "False" and (programmed.reason == "Rejected"
+    or programmed.reason == "RolledBack" or programmed.reason == "RestoreFailed") then
+  -- A node refused the config: it will not go live until the spec changes, so waiting is no answer.
+  hs.status = "Degraded"
+  hs.message = "Config refused: " .. describe(programmed)
 elseif programmed == nil or programmed.status ~= "True" then
   hs.status = "Progressing"
   if programmed == nil then
