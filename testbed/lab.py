@@ -904,6 +904,9 @@ def _prepare_lb_node(host: Host) -> None:
         "UseDNS no\n"
         "PrintMotd no\n"
         "Subsystem sftp internal-sftp\n"
+        # Every authentication attempt in the node's /var/log/sshd.log (node-init): the e2e tests prove
+        # from it that a refused host key ended the connection before any userauth request reached sshd.
+        "LogLevel DEBUG1\n"
     )
     node_dir = STATE_DIR / "nodes" / host.name
     for name, mode in NODE_PRIVATE_DIRS.items():
