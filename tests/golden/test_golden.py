@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lbpair.render import RenderedNode, render_pair
-from tests.unit.samples import sample
+from tests.unit.samples import NAMESPACE, Sample, sample
 
 pytestmark = pytest.mark.golden
 
@@ -106,6 +106,7 @@ def test_golden_files_pass_nginx_and_keepalived_checks(case: str, node_root: Pat
         keepalived = keepalived_test(node_root / node.name)
 
         assert nginx.returncode == 0, nginx.stderr
+        assert "[warn]" not in nginx.stderr, nginx.stderr  # a warning is a config we did not mean
         assert keepalived.returncode == 0, keepalived.stdout + keepalived.stderr
 
 
@@ -130,3 +131,39 @@ def test_keepalived_check_rejects_a_broken_file(node_root: Path) -> None:
     result = keepalived_test(node_root)
 
     assert result.returncode != 0
+
+
+def many_hosts(count: int) -> Sample:
+    """The seed pair with `count` more VirtualHosts, names of every shape (long, wildcard, many labels)."""
+    resources = sample("seed-tutorial.yaml")
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49, "com"])  # 253 characters, DNS's limit
+    for number in range(count):
+        names = [f"site{number}.team{number % 37}.example.com", f"*.site{number}.example.net"]
+        if number == 0:
+            names.append(longest)
+        resources.virtual_hosts.append(
+            {
+                "apiVersion": "lb.lbpair.dev/v1alpha1",
+                "kind": "VirtualHost",
+                "metadata": {"name": f"site{number}", "namespace": NAMESPACE},
+                "spec": {
+                    "pairRef": {"name": "seed"},
+                    "serverNames": names,
+                    "locations": [{"path": "/", "upstreamRef": {"name": "lb-www"}}],
+                },
+            }
+        )
+    return resources
+
+
+@pytest.mark.parametrize("count", [500, 5000])
+def test_many_hosts_pass_nginx_t_without_warnings(count: int, node_root: Path) -> None:
+    build = many_hosts(count).build()
+    assert build.problems == []
+    node = next(iter(render_pair(build.state).values()))
+    install(node, node_root)
+
+    nginx = nginx_test(node_root)
+
+    assert nginx.returncode == 0, nginx.stderr
+    assert "[warn]" not in nginx.stderr, nginx.stderr

@@ -16,6 +16,28 @@ from lbpair.render.model import (
     VirtualHost,
 )
 
+POINTER_BYTES = 8  # nginx's hash element layout on 64-bit machines
+ELEMENTS_PER_BUCKET = 4
+MIN_BUCKET_BYTES = 64  # one cache line, nginx's own minimum
+MIN_HASH_SIZE = 512  # nginx's default server_names_hash_max_size
+
+
+def _power_of_two_at_least(value: int) -> int:
+    return 1 << max(value - 1, 0).bit_length()
+
+
+def server_names_hash(names: Sequence[str]) -> tuple[int, int]:
+    """server_names_hash_bucket_size and _max_size that let nginx build its hash of these names without
+    the "could not build optimal server_names_hash" warning (measured with nginx 1.22 up to 5,000 hosts).
+
+    A bucket holds a few of the longest element (a pointer, then the name and 2 bytes, aligned to a
+    pointer); the table may grow to twice the number of names, so a size without overfull buckets exists.
+    """
+    longest = max((len(name) for name in names), default=0)
+    element = POINTER_BYTES + -(-(longest + 2) // POINTER_BYTES) * POINTER_BYTES
+    bucket = max(MIN_BUCKET_BYTES, _power_of_two_at_least(ELEMENTS_PER_BUCKET * element))
+    return bucket, max(MIN_HASH_SIZE, _power_of_two_at_least(2 * len(names)))
+
 
 def status_path(spec: PairSpec) -> str:
     return f"{spec.node_profile.nginx_managed_dir}/status.conf"
@@ -26,6 +48,7 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
     profile = spec.node_profile
     gzip = nginx.gzip
     listens = {listen for host in hosts for listen in [*host.listens, *host.redirect_listens]}
+    bucket_size, max_size = server_names_hash([name for host in hosts for name in host.server_names])
     return NginxMain(
         path=profile.nginx_config_path,
         user=nginx.user,
@@ -75,6 +98,8 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
             types=list(gzip.types),
             vary=gzip.vary,
         ),
+        server_names_hash_bucket_size=bucket_size,
+        server_names_hash_max_size=max_size,
         status_path=status_path(spec),
         status_port=profile.nginx_status_port,
         includes=includes,

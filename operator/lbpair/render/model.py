@@ -114,6 +114,8 @@ class NginxMain:
     proxy_temp_path: str
     cache_zones: list[CacheZone]
     gzip: Gzip
+    server_names_hash_bucket_size: int
+    server_names_hash_max_size: int
     status_path: str
     status_port: int
     includes: list[str]
