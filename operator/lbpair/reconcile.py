@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lbpair.build import PairAccess, PairBuild, PairRejected, PairResources, build_pair, pair_access
+from lbpair.build import (
+    PairAccess,
+    PairBuild,
+    PairRejected,
+    PairResources,
+    ParseCache,
+    build_pair,
+    pair_access,
+)
 from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
@@ -63,6 +71,7 @@ class PairMemory:
     status: PairStatus | None = None
     status_written_at: float | None = None  # time.monotonic()
     attached: dict[ObjectKey, AttachedStatus] = field(default_factory=dict)
+    parsed: ParseCache = field(default_factory=ParseCache)
 
 
 class Reconciler:
@@ -124,7 +133,7 @@ class Reconciler:
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float
     ) -> list[Event]:
         now = timestamp(datetime.datetime.now(datetime.UTC))
-        build = build_pair(resources)
+        build = build_pair(resources, memory.parsed)
         memory.secrets = build.secrets_used
         if isinstance(build, PairRejected):
             events = rejection_event(memory.problem, build.message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lbpair.build import PairBuild, ParseCache, build_pair
 from lbpair.model.common import ObjectRef
 from lbpair.render.model import ObjectKey
 from tests.unit.samples import NAMESPACE, SEED_AUTH_PASS, sample, secret_data
@@ -180,3 +181,37 @@ def test_active_active_gives_each_node_one_instance_as_master() -> None:
     # preempt_delay works only from state BACKUP.
     assert not any(i.starts_as_master for n in state.nodes for i in n.keepalived.instances)
     assert [i.virtual_router_id for i in state.nodes[0].keepalived.instances] == [61, 62]
+
+
+def test_parsed_objects_are_reused_while_their_resource_version_stays() -> None:
+    resources = sample("seed-tutorial.yaml")
+    www = resources.upstream("lb-www")
+    www["metadata"]["resourceVersion"] = "7"
+    cache = ParseCache()
+    first = build_pair(resources.resources(), cache)
+    www["spec"]["servers"][0]["weight"] = 9  # a change the API server would have given a new version
+
+    same_version = build_pair(resources.resources(), cache)
+    www["metadata"]["resourceVersion"] = "8"
+    new_version = build_pair(resources.resources(), cache)
+
+    def weight(result: object) -> int:
+        assert isinstance(result, PairBuild)
+        (upstream,) = [u for u in result.state.upstreams if u.name == "demo_lb-www"]
+        return upstream.servers[0].weight
+
+    assert (weight(first), weight(same_version), weight(new_version)) == (1, 1, 9)
+
+
+def test_an_invalid_object_stays_invalid_from_the_cache_until_it_changes() -> None:
+    resources = sample("seed-tutorial.yaml")
+    oa = resources.upstream("lb-oa")
+    oa["metadata"]["resourceVersion"] = "3"
+    oa["spec"]["servers"][0]["port"] = 0
+    cache = ParseCache()
+
+    results = [build_pair(resources.resources(), cache) for _ in range(2)]
+
+    for result in results:
+        assert isinstance(result, PairBuild)
+        assert next(str(p.object) for p in result.problems) == "Upstream demo/lb-oa"

@@ -117,7 +117,44 @@ def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAcce
     return PairAccess(pair, generation, node_layout(pair.spec), ssh_key, reader)
 
 
-def build_pair(resources: PairResources) -> PairBuild | PairRejected:
+@dataclass
+class ParseCache:
+    """Parsed attached objects, reused while their resourceVersion stays the same. At thousands of
+    VirtualHosts parsing is most of a build, and a pass usually changes one object or none."""
+
+    _entries: dict[tuple[str, str, str], tuple[str, Any]] = field(default_factory=dict)
+    _seen: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def parse(
+        self, kind: str, body: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], ParsedT]
+    ) -> ParsedT:
+        """`parse(body)`, or its earlier result (a model, or the SpecError it raised) for this version."""
+        metadata = body.get("metadata") or {}
+        version = metadata.get("resourceVersion")
+        if not version:
+            return parse(body)  # not from the API server: nothing identifies the version
+        key = (kind, str(metadata.get("namespace")), str(metadata.get("name")))
+        self._seen.add(key)
+        cached = self._entries.get(key)
+        if cached is None or cached[0] != version:
+            try:
+                cached = (version, parse(body))
+            except SpecError as error:
+                cached = (version, error)
+            self._entries[key] = cached
+        if isinstance(cached[1], SpecError):
+            raise cached[1]
+        result: ParsedT = cached[1]
+        return result
+
+    def forget_unseen(self) -> None:
+        """Drop what the last build did not ask for (deleted or moved objects)."""
+        for key in self._entries.keys() - self._seen:
+            del self._entries[key]
+        self._seen.clear()
+
+
+def build_pair(resources: PairResources, cache: ParseCache | None = None) -> PairBuild | PairRejected:
     access = pair_access(resources.pair, resources.secrets)
     if isinstance(access, PairRejected):
         return access
@@ -138,7 +175,7 @@ def build_pair(resources: PairResources) -> PairBuild | PairRejected:
             )
             return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))
 
-    admitted = _Admission(pair, resources)
+    admitted = _Admission(pair, resources, cache or ParseCache())
     upstream_specs = admitted.parse("Upstream", resources.upstreams, parse_upstream)
     host_specs = admitted.parse("VirtualHost", resources.virtual_hosts, parse_virtual_host)
     upstreams = {(key.namespace, key.name): upstream(spec, key, item.spec) for key, item in upstream_specs}
@@ -161,6 +198,7 @@ def build_pair(resources: PairResources) -> PairBuild | PairRejected:
             hosts.append(built[0])
             tls_files.update((tls_file.path, tls_file) for tls_file in built[1])
 
+    admitted.cache.forget_unseen()
     upstream_list = [upstreams[reference] for reference in sorted(upstreams)]
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
@@ -189,6 +227,7 @@ class _Admission:
 
     pair: LoadBalancerPair
     resources: PairResources
+    cache: ParseCache
     attached: list[AttachedObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -204,7 +243,7 @@ class _Admission:
             key = ObjectKey(kind, str(metadata.get("namespace")), str(metadata.get("name")))
             self.attached.append(AttachedObject(key, int(metadata.get("generation") or 0)))
             try:
-                item = parse(body)
+                item = self.cache.parse(kind, body, parse)
             except SpecError as error:
                 self.problems.extend(Problem(key, "spec", problem) for problem in error.problems)
                 continue
@@ -236,6 +275,7 @@ __all__ = [
     "PairBuild",
     "PairRejected",
     "PairResources",
+    "ParseCache",
     "Problem",
     "build_pair",
     "pair_access",

@@ -35,6 +35,7 @@ from lbpair.render.model import (
 )
 
 BUILTIN_LOG_FORMATS = frozenset({"combined"})
+NO_OVERRIDES = ProxySettings()
 MAX_PEM_BYTES = 1 << 20
 PEM = re.compile(PEM_PATTERN)
 
@@ -42,6 +43,8 @@ PEM = re.compile(PEM_PATTERN)
 def effective_proxy(defaults: ProxySettings, location: ProxySettings) -> ProxySettings:
     """The location's settings over the VirtualHost's: field by field, headers merged by name
     (case-insensitively, as HTTP compares them), the location's winning."""
+    if location == NO_OVERRIDES:
+        return defaults  # the common case, and validating a merged copy is the costly part
     headers = {header.name.lower(): header for header in defaults.headers}
     headers.update({header.name.lower(): header for header in location.headers})
     merged = {

@@ -78,9 +78,11 @@ def render_nginx_files(state: DesiredState) -> tuple[list[ManagedFile], str]:
     return [*files, ManagedFile(state.nginx.status_path, status, CONFIG_FILE_MODE)], nginx_hash
 
 
-def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
+def _render_node(
+    state: DesiredState, node: NodeConfig, nginx: list[ManagedFile], nginx_hash: str
+) -> RenderedNode:
     banner = f"Managed by lbpair-operator for {state.pair}, node {node.name}; local changes are overwritten."
-    files, nginx_hash = render_nginx_files(state)
+    files = list(nginx)
     keepalived = node.keepalived
     files.append(
         ManagedFile(
@@ -98,14 +100,15 @@ def render_node(state: DesiredState, node: NodeConfig) -> RenderedNode:
 
 
 def render_pair(state: DesiredState) -> dict[str, RenderedNode]:
-    """Node name → that node's files, in the pair's node order."""
-    return {node.name: render_node(state, node) for node in state.nodes}
+    """Node name → that node's files, in the pair's node order. The nginx files are the same on both
+    nodes and rendered once."""
+    nginx, nginx_hash = render_nginx_files(state)
+    return {node.name: _render_node(state, node, nginx, nginx_hash) for node in state.nodes}
 
 
 __all__ = [
     "RenderedNode",
     "render_nginx_files",
-    "render_node",
     "render_pair",
     "render_template",
 ]
