@@ -12,14 +12,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from testbed.addressing import ROOT_MGMT_LINK, SWITCH_NAMESPACE, AddressPlan
+from testbed.addressing import MAX_PAIRS, PAIRS_VARIABLE, ROOT_MGMT_LINK, SWITCH_NAMESPACE, AddressPlan
 from testbed.cluster import CLI_RUN_DIR, ControlPlane, stop_test_control_planes, tools_bin_dir
 from testbed.demo import demo_down, demo_up
 from testbed.lab import STATE_FILE, Lab, LabError, choose_address_plan, cleanup, leftovers_exist
 
 
 def lab_up(args: argparse.Namespace) -> int:
-    lab = Lab.up(reuse=not args.fresh)
+    lab = Lab.up(reuse=not args.fresh, pairs=args.pairs)
     print_address_plan(lab.plan)
     print(f"lab up; plan and state in {STATE_FILE}. Log in to a node with:")
     known_hosts = f"UserKnownHostsFile={lab.known_hosts_path}"
@@ -47,7 +47,9 @@ def print_address_plan(plan: AddressPlan) -> None:
     print("networks:")
     for segment, network in plan.networks.items():
         print(f"  {segment:<6} {network}")
-    print(f"  VIPs   {', '.join(str(vip) for vip in plan.vips)}")
+    for pair in range(1, plan.pairs + 1):
+        vips = ", ".join(str(vip) for vip in plan.pair_vips(pair))
+        print(f"  pair {pair} {' + '.join(plan.pair_nodes(pair))}: VIPs {vips}")
     print(f"  switch namespace {SWITCH_NAMESPACE}; root link {ROOT_MGMT_LINK} {plan.root_mgmt_address}")
     print("hosts:")
     for host in plan.hosts.values():
@@ -106,6 +108,13 @@ def add_lab_commands(areas: argparse._SubParsersAction[argparse.ArgumentParser])
     commands = lab_parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="bring the lab up (reuses a healthy running lab)")
     up.add_argument("--fresh", action="store_true", help="always rebuild from scratch")
+    up.add_argument(
+        "--pairs",
+        type=int,
+        choices=range(1, MAX_PAIRS + 1),
+        help=f"pairs of LB nodes (lb1+lb2, lb3+lb4, ...; default: {PAIRS_VARIABLE}, else 1); "
+        "a running lab is resized",
+    )
     up.set_defaults(handler=lab_up)
     commands.add_parser("down", help="stop and remove the lab").set_defaults(handler=lab_down)
     commands.add_parser("status", help="address plan and host health").set_defaults(handler=lab_status)

@@ -10,7 +10,9 @@ testbed/machine.py). Environment variables can pin each range (`pins_from_enviro
 
 Hosts keep their host numbers in every plan (lb1 is .11 on the front network whatever that network is),
 so `AddressPlan.translate_documents()` can move a sample written for DOCUMENTATION_PLAN onto the lab's
-actual plan. Everything here is pure.
+actual plan. A plan has one pair of LB nodes (lb1, lb2) unless it asks for more (`AddressPlan.pairs`, up
+to MAX_PAIRS): pair P is lb(2P-1) and lb(2P) on the same three networks, with host numbers and VIPs of its
+own (see `lb_interfaces()` and `pair_vip_host_numbers()`). Everything here is pure.
 """
 
 from __future__ import annotations
@@ -51,18 +53,61 @@ BACKEND_PORTS = (80, 8080)
 
 # Host numbers, the same in every plan. VIPs are reserved on the front network for keepalived; nothing
 # is configured with them statically.
-VIP_HOST_NUMBERS = (10, 20)
 ROOT_MGMT_HOST_NUMBER = 1
-# name -> role and interfaces (name inside the host, segment, host number)
-LAYOUT: dict[str, tuple[Role, tuple[tuple[str, Segment, int], ...]]] = {
-    "lb1": (Role.LB, (("eth0", Segment.FRONT, 11), ("eth1", Segment.BACK, 1), ("mgmt0", Segment.MGMT, 11))),
-    "lb2": (Role.LB, (("eth0", Segment.FRONT, 12), ("eth1", Segment.BACK, 2), ("mgmt0", Segment.MGMT, 12))),
-    "be1": (Role.BACKEND, (("eth0", Segment.BACK, 11),)),
-    "be2": (Role.BACKEND, (("eth0", Segment.BACK, 12),)),
-    "client": (Role.CLIENT, (("eth0", Segment.FRONT, 100),)),
-}
+# Pairs of LB nodes a lab can have: pair P's nodes are lb(2P-1) and lb(2P), LB node N is .10+N on the
+# front and mgmt networks and .N on the back network, and pair P's VIPs are front .20P-10 and .20P. Four
+# pairs keep every number clear of the others: nodes .11-.18, VIPs .10-.80, backends back .11/.12,
+# client .100.
+MAX_PAIRS = 4
+PAIRS_VARIABLE = "LBPAIR_LAB_PAIRS"
+
+InterfaceLayout = tuple[tuple[str, Segment, int], ...]  # (name inside the host, segment, host number)
+
+
+def lb_interfaces(number: int) -> InterfaceLayout:
+    """LB node `number` (lb1 is 1): front (VRRP, VIPs) on eth0, backends on eth1, sshd on mgmt0."""
+    return (
+        ("eth0", Segment.FRONT, 10 + number),
+        ("eth1", Segment.BACK, number),
+        ("mgmt0", Segment.MGMT, 10 + number),
+    )
+
+
+def _check_pair(pair: int) -> None:
+    if not 1 <= pair <= MAX_PAIRS:
+        raise ValueError(f"pair {pair} does not exist: a lab has pairs 1 to {MAX_PAIRS}")
+
+
+def pair_nodes(pair: int) -> tuple[str, str]:
+    """The two LB nodes of pair `pair` (1-based): pair 1 is lb1 and lb2, pair 2 lb3 and lb4, ..."""
+    _check_pair(pair)
+    return (f"lb{2 * pair - 1}", f"lb{2 * pair}")
+
+
+def pair_vip_host_numbers(pair: int) -> tuple[int, int]:
+    """Front-network host numbers reserved for pair `pair`'s VIPs: .10 and .20 for pair 1, .30 and .40
+    for pair 2, ..."""
+    _check_pair(pair)
+    return (20 * pair - 10, 20 * pair)
+
+
+def layout(pairs: int = 1) -> dict[str, tuple[Role, InterfaceLayout]]:
+    """Every host of a lab with `pairs` pairs of LB nodes: name -> role and interfaces."""
+    _check_pair(pairs)
+    hosts: dict[str, tuple[Role, InterfaceLayout]] = {
+        f"lb{number}": (Role.LB, lb_interfaces(number)) for number in range(1, 2 * pairs + 1)
+    }
+    hosts["be1"] = (Role.BACKEND, (("eth0", Segment.BACK, 11),))
+    hosts["be2"] = (Role.BACKEND, (("eth0", Segment.BACK, 12),))
+    hosts["client"] = (Role.CLIENT, (("eth0", Segment.FRONT, 100),))
+    return hosts
+
+
+# The default lab: one pair.
+VIP_HOST_NUMBERS = pair_vip_host_numbers(1)
+LAYOUT = layout(1)
 HOST_NAMES = tuple(LAYOUT)
-LB_NODES = tuple(name for name, (role, _) in LAYOUT.items() if role is Role.LB)
+LB_NODES = pair_nodes(1)
 CLIENT = "client"
 
 # A lab network must hold every host number above; a /24 is what the plan is written for.
@@ -121,11 +166,16 @@ _IPV4_IN_TEXT = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])")
 
 @dataclass(frozen=True)
 class AddressPlan:
-    """One network per segment; every host address follows from its host number (LAYOUT)."""
+    """One network per segment and the number of LB node pairs; every host address follows from its host
+    number (layout())."""
 
     front: ipaddress.IPv4Network
     back: ipaddress.IPv4Network
     mgmt: ipaddress.IPv4Network
+    pairs: int = 1
+
+    def __post_init__(self) -> None:
+        _check_pair(self.pairs)
 
     def network(self, segment: Segment) -> ipaddress.IPv4Network:
         return self.networks[segment]
@@ -140,7 +190,25 @@ class AddressPlan:
 
     @property
     def vips(self) -> tuple[ipaddress.IPv4Address, ...]:
-        return tuple(self.address(Segment.FRONT, number).ip for number in VIP_HOST_NUMBERS)
+        """The first pair's VIPs (the samples' pair)."""
+        return self.pair_vips(1)
+
+    def pair_vips(self, pair: int) -> tuple[ipaddress.IPv4Address, ...]:
+        self._check_has_pair(pair)
+        return tuple(self.address(Segment.FRONT, number).ip for number in pair_vip_host_numbers(pair))
+
+    def pair_nodes(self, pair: int) -> tuple[str, str]:
+        self._check_has_pair(pair)
+        return pair_nodes(pair)
+
+    @property
+    def lb_nodes(self) -> tuple[str, ...]:
+        """Every LB node of every pair, pair by pair."""
+        return tuple(node for pair in range(1, self.pairs + 1) for node in pair_nodes(pair))
+
+    def _check_has_pair(self, pair: int) -> None:
+        if not 1 <= pair <= self.pairs:
+            raise ValueError(f"pair {pair} does not exist: this plan has {self.pairs} pair(s)")
 
     @property
     def vip_primary(self) -> ipaddress.IPv4Address:
@@ -162,18 +230,23 @@ class AddressPlan:
                     for ifname, segment, number in ifs
                 ),
             )
-            for name, (role, ifs) in LAYOUT.items()
+            for name, (role, ifs) in layout(self.pairs).items()
         }
 
     def host(self, name: str) -> Host:
         return self.hosts[name]
 
-    def as_dict(self) -> dict[str, str]:
-        return {str(segment): str(network) for segment, network in self.networks.items()}
+    def as_dict(self) -> dict[str, str | int]:
+        recorded: dict[str, str | int] = {
+            str(segment): str(network) for segment, network in self.networks.items()
+        }
+        recorded["pairs"] = self.pairs
+        return recorded
 
     @classmethod
-    def from_dict(cls, recorded: Mapping[str, str]) -> AddressPlan:
-        return cls(**{str(segment): ipaddress.IPv4Network(recorded[segment]) for segment in Segment})
+    def from_dict(cls, recorded: Mapping[str, Any]) -> AddressPlan:
+        networks = {str(segment): ipaddress.IPv4Network(recorded[segment]) for segment in Segment}
+        return cls(**networks, pairs=int(recorded.get("pairs", 1)))
 
     # -- moving samples onto this plan --
 
@@ -386,6 +459,16 @@ def pins_from_environment(environment: Mapping[str, str]) -> dict[Segment, ipadd
     return pins
 
 
+def pairs_from_environment(environment: Mapping[str, str]) -> int:
+    """How many LB node pairs LBPAIR_LAB_PAIRS asks for (unset or empty: 1)."""
+    value = environment.get(PAIRS_VARIABLE, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAIRS:
+        raise AddressPlanError(f"{PAIRS_VARIABLE}={value!r}: the lab has 1 to {MAX_PAIRS} pairs of LB nodes")
+    return int(value)
+
+
 def choose_plan(
     routes: Sequence[Mapping[str, Any]],
     interface_addresses: Sequence[InterfaceAddress],
@@ -440,7 +523,7 @@ def choose_plan(
                 f"another lab network; pin one with {pin_variable(segment)}"
             )
         chosen[segment] = first_free
-    return AddressPlan(**{str(segment): network for segment, network in chosen.items()})
+    return AddressPlan(front=chosen[Segment.FRONT], back=chosen[Segment.BACK], mgmt=chosen[Segment.MGMT])
 
 
 def explain_plan(

@@ -8,6 +8,10 @@ nothing the machine routes or must reach; the chosen plan is recorded in STATE_F
     be1, be2       --eth0------ [br-back]  --eth1--- lb1, lb2
                                  (bridges live in the switch namespace lbp-sw)
 
+More pairs of LB nodes (lb3 and lb4, ...) can be asked for at start (`Lab.up(pairs=N)`, LBPAIR_LAB_PAIRS)
+or racked into and out of a running lab (`Lab.resize()`); they sit on the same three bridges with host
+numbers and VIPs of their own.
+
 Each LB node runs as `unshare --pid --mount --uts ... tini -s -- node-init` inside its network namespace,
 so it has its own PID 1, process table, hostname, /run, /var/log, /root and /tmp, and its own
 /etc/{nginx,keepalived,ssh} via `ip netns exec`'s /etc/netns mechanism: the operator reaches it over SSH
@@ -30,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +42,6 @@ from testbed import machine
 from testbed.addressing import (
     BACKEND_PORTS,
     CLIENT,
-    HOST_NAMES,
-    LB_NODES,
     NAME_PREFIX,
     ROOT_MGMT_LINK,
     ROOT_MGMT_PEER,
@@ -54,6 +56,7 @@ from testbed.addressing import (
     choose_plan,
     conflicts,
     explain_plan,
+    pairs_from_environment,
     pin_variable,
     pins_from_environment,
 )
@@ -83,6 +86,7 @@ NODE_ENV = {
 }
 VRRP_PROTOCOL = 112
 PARTITION_TABLE = "lbp_vrrp_partition"
+BLACKHOLE_TABLE = "lbp_mgmt_blackhole"
 # What the lab runs itself, and what its nodes run.
 REQUIRED_TOOLS = ("ip", "ss", "nft", "nsenter", "unshare", "tini", "ssh-keygen", "curl")
 REQUIRED_DAEMONS = ("nginx", "keepalived", "sshd")
@@ -379,24 +383,33 @@ class Lab:
         hosts: dict[str, HostState],
         partitioned: list[str],
         progress: Progress,
+        *,
+        blackholed: list[str] | None = None,
     ) -> None:
         self._plan = plan
         self._protected = tuple(protected)
         self._hosts = hosts
         self._partitioned = partitioned
+        self._blackholed = blackholed if blackholed is not None else []
         self._progress = progress
 
     # -- lifecycle --
 
     @classmethod
-    def up(cls, *, reuse: bool = True, progress: Progress = stderr_progress) -> Lab:
-        """Bring the lab up; idempotent.
+    def up(cls, *, reuse: bool = True, pairs: int | None = None, progress: Progress = stderr_progress) -> Lab:
+        """Bring the lab up with `pairs` pairs of LB nodes (default: LBPAIR_LAB_PAIRS, else 1); idempotent.
 
         With `reuse`, a running lab without faults whose ranges are still safe (and match any pins) is
-        returned as it is. Otherwise every leftover is removed first, the address plan is chosen for the
-        machine as it is now (see choose_address_plan) and printed, and a fresh lab is booted on it.
+        returned as it is, resized to `pairs`. Otherwise every leftover is removed first, the address plan
+        is chosen for the machine as it is now (see choose_address_plan) and printed, and a fresh lab is
+        booted on it.
         """
         _require_root_and_tools()
+        if pairs is None:
+            try:
+                pairs = pairs_from_environment(os.environ)
+            except AddressPlanError as error:
+                raise LabError(str(error)) from None
         if reuse and STATE_FILE.exists():
             try:
                 existing = cls.attach(progress=progress)
@@ -406,6 +419,7 @@ class Lab:
                 unsafe = existing._unsafe_now()
                 if unsafe is None and all(health.healthy for health in existing.status()):
                     progress(f"lab already up and healthy: reusing it ({existing._plan_summary()})")
+                    existing.resize(pairs)
                     return existing
                 progress(f"{unsafe}: rebuilding" if unsafe else "lab is partial or faulty: rebuilding")
         if leftovers_exist():
@@ -416,8 +430,12 @@ class Lab:
         choice = choose_address_plan()
         for line in choice.report():
             progress(line)
-        hosts = {name: HostState() for name in HOST_NAMES}
-        lab = cls(choice.plan, choice.facts.protected, hosts, [], progress)
+        try:
+            plan = replace(choice.plan, pairs=pairs)
+        except ValueError as error:
+            raise LabError(str(error)) from None
+        hosts = {name: HostState() for name in plan.hosts}
+        lab = cls(plan, choice.facts.protected, hosts, [], progress)
         try:
             lab._build()
         except BaseException:
@@ -437,17 +455,18 @@ class Lab:
                 Protected(ipaddress.IPv4Network(entry["network"]), entry["source"])
                 for entry in recorded["protected"]
             ]
-            hosts = {name: HostState(**recorded["hosts"][name]["state"]) for name in HOST_NAMES}
+            hosts = {name: HostState(**recorded["hosts"][name]["state"]) for name in plan.hosts}
             partitioned = list(recorded["vrrp_partitioned"])
+            blackholed = list(recorded.get("mgmt_blackholed", []))
         except FileNotFoundError:
             raise LabError(f"no lab is up ({STATE_FILE} does not exist)") from None
         except (ValueError, KeyError, TypeError) as error:
             raise LabError(f"{STATE_FILE} is unreadable ({error!r}); run `lab cleanup`") from None
-        return cls(plan, protected, hosts, partitioned, progress)
+        return cls(plan, protected, hosts, partitioned, progress, blackholed=blackholed)
 
     def down(self) -> None:
         """Stop everything the lab started and remove all it created; idempotent."""
-        _kill_and_wait(pid for name in HOST_NAMES for pid in self._started_pids(name))
+        _kill_and_wait(pid for name in self._plan.hosts for pid in self._started_pids(name))
         for state in self._hosts.values():
             state.pids, state.init_pid = [], None
         cleanup(self._progress)
@@ -519,7 +538,11 @@ class Lab:
     def vip_holders(self, vip: str | ipaddress.IPv4Address) -> list[str]:
         """The LB nodes that have `vip` configured: exactly one is normal, two is split brain."""
         wanted = ipaddress.IPv4Address(vip)
-        return [node for node in LB_NODES if any(held.ip == wanted for held in self.held_addresses(node))]
+        return [
+            node
+            for node in self._plan.lb_nodes
+            if any(held.ip == wanted for held in self.held_addresses(node))
+        ]
 
     # -- faults --
 
@@ -572,6 +595,93 @@ class Lab:
         self._apply_partition()
         self._progress("VRRP partition healed")
 
+    def mgmt_blackhole(self, node: str) -> None:
+        """Drop every frame to and from the node's management port in the switch, silently: to the
+        operator the node hangs (connections stall, new ones time out, nothing is refused) while it keeps
+        running and serving on its other networks. `lab.exec` still reaches it (not over the network)."""
+        if self._host(node).role is not Role.LB:
+            raise LabError(f"{node} is not an LB node")
+        if node not in self._blackholed:
+            self._blackholed.append(node)
+        self._apply_blackhole()
+        self._progress(f"management blackholed: {' '.join(self._blackholed)}")
+
+    def heal_mgmt(self, node: str | None = None) -> None:
+        """End the management blackhole of `node` (of every node if None)."""
+        self._blackholed[:] = [] if node is None else [held for held in self._blackholed if held != node]
+        self._apply_blackhole()
+        self._progress(f"management blackhole healed{'' if node is None else ' for ' + node}")
+
+    def resize(self, pairs: int) -> None:
+        """Rack or unrack pairs of LB nodes on the running lab until it has `pairs` pairs: new nodes boot
+        fresh (stock /etc, new host keys, pinned in known_hosts); removed ones are powered off and every
+        trace of them (namespace, cables, /etc/netns, state) goes. Pair 1 is always there."""
+        try:
+            planned = replace(self._plan, pairs=pairs)
+        except ValueError as error:
+            raise LabError(str(error)) from None
+        if pairs < self._plan.pairs:
+            self._unrack(planned)
+        elif pairs > self._plan.pairs:
+            self._rack(planned)
+        else:
+            return
+        self._progress(f"lab resized to {pairs} pair(s) of LB nodes: {' '.join(self._plan.lb_nodes)}")
+
+    def _rack(self, planned: AddressPlan) -> None:
+        """Boot the hosts `planned` has and this lab has not; on failure, remove them again."""
+        previous = self._plan
+        added = [host for name, host in planned.hosts.items() if name not in previous.hosts]
+        self._plan = planned
+        self._hosts.update((host.name, HostState()) for host in added)
+        try:
+            self._save()
+            for host in added:
+                self._progress(f"racking {host.name}")
+                self._cable_host(host)
+                _prepare_lb_node(host)
+            self._write_known_hosts()
+            for host in added:
+                self._start_host(host)
+            self._save()
+            self._wait_ready(added)
+        except BaseException:
+            self._progress("racking failed: removing the new nodes")
+            self._unrack(previous)
+            raise
+
+    def _unrack(self, planned: AddressPlan) -> None:
+        """Power off for good and remove the hosts this lab has and `planned` has not."""
+        removed = [host for name, host in self._plan.hosts.items() if name not in planned.hosts]
+        for host in removed:
+            self._progress(f"unracking {host.name}")
+            state = self._hosts.pop(host.name, HostState())
+            recorded = [*state.pids, *([state.init_pid] if state.init_pid else [])]
+            _kill_and_wait(pid for pid in recorded if _in_netns(pid, host.namespace))
+            _kill_namespace_processes(host.namespace)
+            if _netns_inode(host.namespace) is not None:
+                run(["ip", "netns", "delete", host.namespace])  # its cables (veth pairs) go with it
+            shutil.rmtree(ETC_NETNS / host.namespace, ignore_errors=True)
+            shutil.rmtree(STATE_DIR / "nodes" / host.name, ignore_errors=True)
+        # The new veths of a host racked again later get new MAC addresses: forget the old ones now, or
+        # traffic to the host would go to a MAC that no longer exists until the neighbour entry expires.
+        for host in removed:
+            for interface in host.interfaces:
+                address = str(interface.address.ip)
+                if interface.segment is Segment.MGMT:
+                    run(["ip", "neigh", "flush", "to", address, "dev", ROOT_MGMT_LINK], check=False)
+                for other in planned.hosts.values():
+                    if other.has_segment(interface.segment):
+                        run(["ip", "-n", other.namespace, "neigh", "flush", "to", address], check=False)
+        gone = {host.name for host in removed}
+        self._partitioned[:] = [node for node in self._partitioned if node not in gone]
+        self._blackholed[:] = [node for node in self._blackholed if node not in gone]
+        self._plan = planned
+        self._apply_partition()
+        self._apply_blackhole()
+        self._write_known_hosts()
+        self._save()
+
     # -- inspection --
 
     @property
@@ -617,6 +727,13 @@ class Lab:
             "root_mgmt_link": {"name": ROOT_MGMT_LINK, "address": str(self._plan.root_mgmt_address)},
             "plan": self._plan.as_dict(),
             "vips": [str(vip) for vip in self._plan.vips],
+            "pairs": [
+                {
+                    "nodes": list(self._plan.pair_nodes(pair)),
+                    "vips": [str(vip) for vip in self._plan.pair_vips(pair)],
+                }
+                for pair in range(1, self._plan.pairs + 1)
+            ],
             "protected": [
                 {"network": str(entry.network), "source": entry.source} for entry in self._protected
             ],
@@ -633,6 +750,7 @@ class Lab:
                 for name, host in self._plan.hosts.items()
             },
             "vrrp_partitioned": list(self._partitioned),
+            "mgmt_blackholed": list(self._blackholed),
         }
 
     # -- internals --
@@ -641,7 +759,7 @@ class Lab:
         try:
             return self._plan.hosts[name]
         except KeyError:
-            raise LabError(f"unknown host {name!r}; the lab has {', '.join(HOST_NAMES)}") from None
+            raise LabError(f"unknown host {name!r}; the lab has {', '.join(self._plan.hosts)}") from None
 
     def _plan_summary(self) -> str:
         return ", ".join(f"{segment} {network}" for segment, network in self._plan.networks.items())
@@ -690,16 +808,7 @@ class Lab:
             ip_in(SWITCH_NAMESPACE, "link", "set", f"br-{segment}", "up")
         self._progress("creating host namespaces and cabling them to the switch")
         for host in self._plan.hosts.values():
-            _create_namespace(host.namespace)
-            for interface in host.interfaces:
-                port = host.switch_port(interface.segment)
-                run([
-                    "ip", "link", "add", interface.name, "netns", host.namespace, "type", "veth",
-                    "peer", "name", port, "netns", SWITCH_NAMESPACE,
-                ])  # fmt: skip
-                ip_in(SWITCH_NAMESPACE, "link", "set", port, "master", f"br-{interface.segment}")
-            self._reset_network_state(host)
-            self._apply_switch_ports(host.name)
+            self._cable_host(host)
         root_address = self._plan.root_mgmt_address
         self._progress(f"root management link {ROOT_MGMT_LINK} {root_address}")
         run(["ip", "link", "add", ROOT_MGMT_LINK, "type", "veth", "peer", "name", ROOT_MGMT_PEER,
@@ -711,18 +820,35 @@ class Lab:
         ip_in(SWITCH_NAMESPACE, "link", "set", ROOT_MGMT_PEER, "master", f"br-{Segment.MGMT}", "up")
         self._progress("generating the client key and per-node /etc (stock nginx, keepalived, fresh ssh)")
         _generate_key(CLIENT_KEY, comment="lbpair-lab-client")
-        for node in LB_NODES:
+        for node in self._plan.lb_nodes:
             _prepare_lb_node(self._host(node))
-        KNOWN_HOSTS.write_text(
-            "".join(
-                f"{self._host(node).mgmt_address} {_host_public_key(self._host(node))}\n" for node in LB_NODES
-            )
-        )
+        self._write_known_hosts()
         self._save()
         for host in self._plan.hosts.values():
             self._start_host(host)
         self._save()
         self._wait_ready(list(self._plan.hosts.values()))
+
+    def _cable_host(self, host: Host) -> None:
+        """The host's namespace, and one veth per interface whose peer is a port of the segment's bridge."""
+        _create_namespace(host.namespace)
+        for interface in host.interfaces:
+            port = host.switch_port(interface.segment)
+            run([
+                "ip", "link", "add", interface.name, "netns", host.namespace, "type", "veth",
+                "peer", "name", port, "netns", SWITCH_NAMESPACE,
+            ])  # fmt: skip
+            ip_in(SWITCH_NAMESPACE, "link", "set", port, "master", f"br-{interface.segment}")
+        self._reset_network_state(host)
+        self._apply_switch_ports(host.name)
+
+    def _write_known_hosts(self) -> None:
+        KNOWN_HOSTS.write_text(
+            "".join(
+                f"{self._host(node).mgmt_address} {_host_public_key(self._host(node))}\n"
+                for node in self._plan.lb_nodes
+            )
+        )
 
     def _reset_network_state(self, host: Host) -> None:
         """Give the host's namespace the state of a freshly booted machine: only static addresses."""
@@ -759,14 +885,15 @@ class Lab:
             f'    oifname "{port}" ip protocol {VRRP_PROTOCOL} drop\n'
             for port in (self._host(node).switch_port(Segment.FRONT) for node in self._partitioned)
         )
-        # add+delete makes the delete valid whether or not the table exists; all in one transaction.
-        ruleset = f"add table bridge {PARTITION_TABLE}\ndelete table bridge {PARTITION_TABLE}\n"
-        if rules:
-            ruleset += (
-                f"table bridge {PARTITION_TABLE} {{\n  chain forward {{\n"
-                f"    type filter hook forward priority filter; policy accept;\n{rules}  }}\n}}\n"
-            )
-        run(["ip", "netns", "exec", SWITCH_NAMESPACE, "nft", "-f", "-"], stdin_text=ruleset)
+        _set_switch_filter(PARTITION_TABLE, rules)
+        self._save()
+
+    def _apply_blackhole(self) -> None:
+        rules = "".join(
+            f'    iifname "{port}" drop\n    oifname "{port}" drop\n'
+            for port in (self._host(node).switch_port(Segment.MGMT) for node in self._blackholed)
+        )
+        _set_switch_filter(BLACKHOLE_TABLE, rules)
         self._save()
 
     def _start_host(self, host: Host) -> None:
@@ -846,10 +973,24 @@ class Lab:
         faults = [f"{segment} link down" for segment in state.cut_segments]
         if host.name in self._partitioned:
             faults.append("VRRP partitioned")
+        if host.name in self._blackholed:
+            faults.append("management blackholed")
         if not state.powered:
             faults.append("powered off")
         held = self.held_addresses(host.name) if namespace_exists else []
         return HostHealth(host, state.powered, running, services, held, faults)
+
+
+def _set_switch_filter(table: str, rules: str) -> None:
+    """Replace the switch's bridge table `table` with one forward chain holding `rules` (none: no table)."""
+    # add+delete makes the delete valid whether or not the table exists; all in one transaction.
+    ruleset = f"add table bridge {table}\ndelete table bridge {table}\n"
+    if rules:
+        ruleset += (
+            f"table bridge {table} {{\n  chain forward {{\n"
+            f"    type filter hook forward priority filter; policy accept;\n{rules}  }}\n}}\n"
+        )
+    run(["ip", "netns", "exec", SWITCH_NAMESPACE, "nft", "-f", "-"], stdin_text=ruleset)
 
 
 def _require_root_and_tools() -> None:
