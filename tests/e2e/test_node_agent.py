@@ -6,8 +6,10 @@ These drive lbpair.nodes directly (no Kubernetes) so a failure points at the nod
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 
+import paramiko
 import pytest
 
 from lbpair.model.files import ManagedFile
@@ -24,6 +26,7 @@ from lbpair.nodes.operations import (
     validate_staged,
 )
 from lbpair.nodes.ssh import NodeConnections, SSHNodeClient, SSHTarget
+from testbed.addressing import SSH_PORT
 from testbed.lab import Lab
 from testbed.operator import wait_for
 
@@ -97,11 +100,114 @@ def assert_serves(client: SSHNodeClient, marker: str) -> None:
     )
 
 
+SSHD_LOG = "/var/log/sshd.log"  # the lab's nodes run sshd with LogLevel DEBUG1 into this file
+CONNECTION_OPENED = re.compile(r"Connection from (?P<client>\S+) port (?P<port>[0-9]+) on ")
+# sshd logs `userauth-request ... method X` for every SSH_MSG_USERAUTH_REQUEST it reads (any method, even
+# "none"), then the verdict (Accepted/Failed/Postponed/Partial) and "authenticated" once a user is in.
+AUTHENTICATION = re.compile(r"userauth|Accepted|Failed|Postponed|Partial|authenticated")
+
+
+class SshdLog:
+    """What a node's sshd logs from now on."""
+
+    def __init__(self, lab: Lab, node: str) -> None:
+        self._lab = lab
+        self._node = node
+        self._start = len(self._text())
+
+    def _text(self) -> str:
+        return self._lab.exec(self._node, "cat", SSHD_LOG).stdout
+
+    def one_connection(self) -> list[str]:
+        """The lines logged for the one connection made since, once sshd has logged its end.
+
+        sshd reads a connection's messages in order, so anything the client sent before closing (a userauth
+        request above all) is logged before the line that ends the connection: the first later line that
+        names the client's address and port again ("Connection closed by", "Read error from", ...). Fails if
+        another connection reached the node meanwhile, whose lines would be mixed in."""
+
+        def ended() -> list[str] | None:
+            lines = self._text()[self._start :].splitlines()
+            opened = [
+                (index, match)
+                for index, line in enumerate(lines)
+                if (match := CONNECTION_OPENED.search(line))
+            ]
+            assert len(opened) <= 1, f"more than one connection reached {self._node}'s sshd: {lines}"
+            if not opened:
+                return None
+            ((first, match),) = opened
+            client = re.compile(rf"\b{re.escape(match['client'])} port {match['port']}\b")
+            if not any(client.search(line) for line in lines[first + 1 :]):
+                return None
+            return lines
+
+        lines: list[str] = wait_for(
+            ended, timeout=10, interval=0.05, what=f"{self._node}'s sshd logging the end of a connection"
+        )
+        return lines
+
+
+def authentication_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if AUTHENTICATION.search(line)]
+
+
+def authenticate_then_check_host_key(lab: Lab, node: str, pinned: str) -> None:
+    """The wrong order, for the control below: log in first, compare the host key afterwards."""
+    transport = paramiko.Transport((str(lab.mgmt_address(node)), SSH_PORT))
+    try:
+        transport.start_client(timeout=5)
+        transport.auth_publickey("root", paramiko.Ed25519Key.from_private_key_file(str(lab.ssh_key_path)))
+        presented = transport.get_remote_server_key()
+        if f"{presented.get_name()} {presented.get_base64()}" != pinned:
+            raise HostKeyMismatchError(f"{node} presented another host key (after authenticating)")
+    finally:
+        transport.close()
+
+
 def test_wrong_pinned_host_key_is_refused_before_authenticating(lab: Lab) -> None:
     impostor = SSHNodeClient(target(lab, "lb1", host_key=lab.host_key("lb2")))
+    sshd_log = SshdLog(lab, "lb1")
 
     with pytest.raises(HostKeyMismatchError, match="refusing to connect"):
         impostor.run("true")
+
+    connection = sshd_log.one_connection()
+    # The node got as far as presenting its host key (key exchange done) and then saw no userauth request
+    # at all: no key was offered, let alone a signature.
+    assert any("KEX done" in line for line in connection), connection
+    assert authentication_lines(connection) == [], connection
+
+
+def connect_as_operator(lab: Lab) -> None:
+    client = SSHNodeClient(target(lab, "lb1"))
+    try:
+        client.run("true")
+    finally:
+        client.close()
+
+
+def authenticate_before_checking(lab: Lab) -> None:
+    with pytest.raises(HostKeyMismatchError):
+        authenticate_then_check_host_key(lab, "lb1", pinned=lab.host_key("lb2"))
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [connect_as_operator, authenticate_before_checking],
+    ids=["operator-client-with-the-right-key", "client-that-authenticates-before-checking-the-key"],
+)
+def test_sshd_log_shows_authentication_when_a_client_authenticates(
+    lab: Lab, connect: Callable[[Lab], None]
+) -> None:
+    """Control for the test above: the same check on the same log sees a client that does authenticate."""
+    sshd_log = SshdLog(lab, "lb1")
+
+    connect(lab)
+
+    lines = authentication_lines(sshd_log.one_connection())
+    assert any("userauth-request for user root" in line for line in lines), lines
+    assert any(line.startswith("Accepted publickey for root") for line in lines), lines
 
 
 def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: SSHNodeClient) -> None:
