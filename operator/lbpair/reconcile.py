@@ -224,7 +224,7 @@ class Reconciler:
             elif access.ssh_private_key is None:
                 pending = f"cannot log in to the nodes to clean up: {access.missing_key}"
             else:
-                pending = restore_nodes(self._connect(access).values(), access.layout)
+                pending = restore_nodes(self._connect(access).values())
         if not pending:
             with self._lock:
                 self._memory.pop(key, None)

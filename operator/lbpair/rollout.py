@@ -94,7 +94,7 @@ class ConfigRejectedError(RolloutError):
 
 
 class RolloutFailedError(RolloutError):
-    """The rollout failed where nothing had been swapped (staging, or reloading files already in place)."""
+    """Staging failed for a reason other than the node refusing the config; nothing changed on the node."""
 
     def __init__(self, node: str, error: NodeError) -> None:
         super().__init__(f"{node}: rollout failed: {error}")
@@ -148,8 +148,8 @@ def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, ve
         verify_node(node, plan.nginx_hash, layout, verify_timeout)
         node.mark_live(plan.config_hash)
     except NodeError as error:
-        if not difference.changed:
-            raise RolloutFailedError(plan.name, error) from error  # nothing was swapped: nothing to restore
+        # Also when this pass swapped nothing: files swapped but never verified (the operator stopped in
+        # between) must not stay on disk for nginx's next restart.
         try:
             node.restore()
             node.reload(services)

@@ -115,13 +115,8 @@ class FakeNode:
         for path in self.manifest:
             self.files.pop(path, None)
         self.manifest, self.live_hash = {}, ""
-
-    def stop(self, services: Sequence[str]) -> None:
-        self._call("stop")
-        for service in services:
-            self.services[service] = False
-            if service == "keepalived":  # a stopped keepalived releases its VIPs
-                self.vips.clear()
+        self.services["keepalived"] = False
+        self.vips.clear()  # a stopped keepalived releases its VIPs
 
 
 @dataclass

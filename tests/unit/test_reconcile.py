@@ -178,6 +178,24 @@ def test_nginx_not_serving_the_new_config_is_rolled_back(world: World) -> None:
     assert world.lb2.files == good
 
 
+def test_files_swapped_but_never_verified_are_restored_when_their_reload_fails(world: World) -> None:
+    world.run_pass()
+    good = dict(world.lb2.files)
+    world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+    world.lb2.failing_once["reload"] = NodeUnreachableError("operator killed between swap and reload")
+    world.lb2.failing_once["restore"] = NodeUnreachableError("(still gone)")
+    world.run_pass()  # the new files are on lb2, never verified
+    assert world.lb2.files != good
+    assert world.lb2.live_hash == ""
+    world.lb2.failing_once["reload"] = NodeError("reload failed (exit 1)")
+    restarted = Reconciler(FakeNodes({"lb1": world.lb1, "lb2": world.lb2}), world.sink, OperatorConfig())
+
+    events = restarted.run_pass(world.resources.resources())
+
+    assert reasons(events) == ["RolledBack lb2"]
+    assert world.lb2.files == good
+
+
 def test_a_failed_restore_is_reported_as_such(world: World) -> None:
     world.run_pass()
     world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3

@@ -323,9 +323,11 @@ restore() {
     commit
 }
 
-# uninstall: put the node's own files back where the operator replaced them, remove the rest, then the
-# state. The change empties the manifest first, so an uninstall interrupted while removing the state
-# never removes a file it has put back.
+# uninstall [KEEPALIVED NGINX]: put the node's own files back where the operator replaced them, remove
+# the rest; with the units, stop keepalived (its VIPs go to nobody) and reload nginx on what is left; then
+# remove the state. The change empties the manifest first, so an uninstall interrupted while removing the
+# state never removes a file it has put back; the state goes last, in the same locked command, so nothing
+# runs after it to leave a lock file behind, and a failed reload is retried by running uninstall again.
 uninstall() {
     begin
     if [ -d "$original/files" ]; then
@@ -342,6 +344,10 @@ uninstall() {
     : >"$txn_new/manifest"
     prepare_files "$original"
     commit
+    if [ $# -eq 2 ]; then
+        stop "$1"
+        reload "$2"
+    fi
     rm -rf "$state"
 }
 
@@ -385,7 +391,7 @@ served-hash)
     served_hash "$@"
     exit
     ;;
-probe | validate | swap | restore | uninstall | mark-live | reload | stop | recover) ;;
+probe | validate | swap | restore | uninstall | mark-live | reload | recover) ;;
 *)
     echo "unknown command: $command" >&2
     exit 2
@@ -399,9 +405,8 @@ probe) probe "$@" ;;
 validate) validate "$@" ;;
 swap) swap ;;
 restore) restore ;;
-uninstall) uninstall ;;
+uninstall) uninstall "$@" ;;
 mark-live) mark_live "$1" ;;
 reload) reload "$@" ;;
-stop) stop "$@" ;;
 recover) ;;
 esac

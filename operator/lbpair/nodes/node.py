@@ -17,7 +17,6 @@ from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import (
     apply_reload,
     apply_staged,
-    apply_stop,
     mark_live,
     observe_node,
     observe_served_hash,
@@ -62,10 +61,9 @@ class Node(Protocol):
         ...
 
     def uninstall(self) -> None:
-        """The node's own files back, the operator's removed."""
+        """The node's own files back, the operator's removed, keepalived stopped (its VIPs go with it),
+        nginx reloaded on what is left, and the operator's state gone."""
         ...
-
-    def stop(self, services: Sequence[str]) -> None: ...
 
 
 class NodeFactory(Protocol):
@@ -108,10 +106,7 @@ class AgentNode:
         restore_last_good(self.client)
 
     def uninstall(self) -> None:
-        uninstall_managed(self.client)
-
-    def stop(self, services: Sequence[str]) -> None:
-        apply_stop(self.client, services)
+        uninstall_managed(self.client, self.layout.keepalived_service, self.layout.nginx_service)
 
 
 class AgentNodes:

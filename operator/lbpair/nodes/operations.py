@@ -137,10 +137,6 @@ def mark_live(client: NodeClient, config_hash: str) -> None:
     _checked(_agent(client, "mark-live", config_hash), "recording the live config")
 
 
-def apply_stop(client: NodeClient, services: Iterable[str]) -> None:
-    _checked(_agent(client, "stop", *sorted(services)), "stop")
-
-
 def restore_last_good(client: NodeClient) -> None:
     """Put back the files the latest swap replaced (journaled and idempotent: restoring twice is restoring
     once). Also right after a swap whose services were never verified, e.g. the operator stopped between
@@ -154,9 +150,10 @@ def recover(client: NodeClient) -> None:
     _checked(_agent(client, "recover"), "recovering the node's files")
 
 
-def uninstall_managed(client: NodeClient) -> None:
-    """Put back the node's own files the operator replaced, remove the rest of what it wrote."""
-    _checked(_agent(client, "uninstall"), "uninstalling managed config")
+def uninstall_managed(client: NodeClient, *units: str) -> None:
+    """Put back the node's own files the operator replaced, remove the rest of what it wrote; with
+    `units` (keepalived's and nginx's), stop keepalived and reload nginx on the node's own config."""
+    _checked(_agent(client, "uninstall", *units), "uninstalling managed config")
 
 
 def observe_served_hash(client: NodeClient, port: int) -> str:
