@@ -19,8 +19,10 @@ from typing import Any
 import yaml
 
 from lbpair.model import API_VERSION
+from lbpair.nodes.operations import DEFAULT_STATE_DIR
+from testbed.addressing import Segment
 from testbed.cluster import REPO_ROOT, ControlPlane
-from testbed.lab import Lab, LabError
+from testbed.lab import Lab, LabCommandError, LabError
 
 OPERATOR_NAMESPACE = "lbpair-system"
 RELEASE = "lbpair-operator"
@@ -29,6 +31,8 @@ SERVICE_ACCOUNT = "lbpair-operator"
 SSH_KEY_SECRET = "lb-ssh"  # noqa: S105 - a Secret's name, not a credential
 SSH_KEY_SECRET_KEY = "ssh-privatekey"  # noqa: S105 - a key name inside the Secret
 STOP_TIMEOUT_SECONDS = 20.0
+# The node agent's lock (lbpair/nodes/agent.sh): every agent command but served-hash holds it.
+AGENT_LOCK = f"{DEFAULT_STATE_DIR}/lock"
 
 
 def install_crds(cluster: ControlPlane) -> None:
@@ -99,6 +103,60 @@ def attached_object(kind: str, namespace: str, name: str, pair: str, spec: dict[
     }
 
 
+# A pair on the lab's pair P (testbed.addressing): VRRP router id 50 + P, so pairs never share one (the seed
+# sample, on pair 1, has 51).
+VRRP_ROUTER_ID_BASE = 50
+
+
+def lab_pair(
+    lab: Lab, pair: int, name: str, namespace: str, *, deletion_policy: str = "Restore"
+) -> dict[str, Any]:
+    """A LoadBalancerPair on the lab's LB node pair `pair` (lb3+lb4 for 2, ...), with that pair's first VIP:
+    the first node has the higher priority, VRRPv3 unicast, the SSH key Secret of ssh_key_secret()."""
+    nodes = lab.plan.pair_nodes(pair)
+    front = lab.plan.front.prefixlen
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "LoadBalancerPair",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "nodes": [
+                {
+                    "name": node,
+                    "address": str(lab.mgmt_address(node)),
+                    "hostKey": lab.host_key(node),
+                    "interface": "eth0",
+                    "vrrpAddress": str(lab.plan.hosts[node].address(Segment.FRONT)),
+                    "priority": priority,
+                }
+                for node, priority in zip(nodes, (150, 100), strict=True)
+            ],
+            "ssh": {
+                "user": "root",
+                "privateKeySecretRef": {"name": SSH_KEY_SECRET, "key": SSH_KEY_SECRET_KEY},
+            },
+            "vips": [{"address": f"{lab.plan.pair_vips(pair)[0]}/{front}"}],
+            "vrrp": {"virtualRouterId": VRRP_ROUTER_ID_BASE + pair},
+            "deletionPolicy": deletion_policy,
+        },
+    }
+
+
+def web_objects(
+    lab: Lab, namespace: str, pair: str, host: str, *, backend: str = "be1", port: int = 80
+) -> list[dict[str, Any]]:
+    """An Upstream `<pair>-web` with one lab backend and a VirtualHost `<pair>-web` serving `host` from it."""
+    address = str(lab.plan.hosts[backend].address(Segment.BACK))
+    upstream = attached_object(
+        "Upstream", namespace, f"{pair}-web", pair, {"servers": [{"address": address, "port": port}]}
+    )
+    location = {"path": "/", "upstreamRef": {"name": f"{pair}-web"}}
+    virtual_host = attached_object(
+        "VirtualHost", namespace, f"{pair}-web", pair, {"serverNames": [host], "locations": [location]}
+    )
+    return [upstream, virtual_host]
+
+
 def load_manifests(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
@@ -117,13 +175,59 @@ def deploy_sample(cluster: ControlPlane, lab: Lab, namespace: str, sample: Path 
 
     Returns the kubeconfig of the chart's ServiceAccount, for the operator to run with.
     """
+    return deploy_documents(cluster, lab, namespace, load_sample_on_lab(lab, sample))
+
+
+def deploy_documents(
+    cluster: ControlPlane, lab: Lab, namespace: str, documents: list[dict[str, Any]]
+) -> Path:
+    """CRDs, the chart's RBAC, the lab's SSH key Secret and `documents` (already on the lab's addresses)
+    applied in `namespace`. Returns the kubeconfig of the chart's ServiceAccount."""
     install_crds(cluster)
     operator_kubeconfig = install_chart_rbac(cluster)
     cluster.kubectl("create", "namespace", namespace, check=False)
-    documents = [ssh_key_secret(lab, namespace), *load_sample_on_lab(lab, sample)]
-    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+    listed = json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [ssh_key_secret(lab, namespace), *documents]}
+    )
     print(cluster.kubectl("-n", namespace, "apply", "-f", "-", input=listed).stdout.rstrip(), file=sys.stderr)
     return operator_kubeconfig
+
+
+def blackhole_mid_probe(lab: Lab, node: str, timeout: float = 10.0) -> float:
+    """Cut `node`'s management network while the operator's probe of it runs on the node.
+
+    The node's agent lock is taken first, so the operator's next probe waits on the node (for its lock
+    wait, over a second); once it does, the blackhole goes up, and the lock is let go: the probe finishes
+    on the node, but its answer never reaches the operator. Returns time.monotonic() of the blackhole.
+    Raises LabCommandError if no probe came within `timeout` seconds (the operator is not probing `node`).
+    """
+    # flock -o: the lock is flock's own (not sleep's), so killing the session releases it at once.
+    polls = int(timeout / 0.01)
+    script = f"""
+        setsid flock -o {AGENT_LOCK} sleep {timeout + 5:g} </dev/null >/dev/null 2>&1 &
+        holder=$!
+        echo "$holder"
+        i=0
+        until pgrep -P "$holder" -x sleep >/dev/null; do  # flock starts sleep once it holds the lock
+            i=$((i + 1)); [ "$i" -le {polls} ] || exit 3; sleep 0.01
+        done
+        i=0
+        until pgrep -f '^sh -s -- prob[e] ' >/dev/null; do  # the agent's probe, waiting for the lock
+            i=$((i + 1)); [ "$i" -le {polls} ] || exit 4; sleep 0.01
+        done
+    """
+    waited = lab.exec(node, "sh", "-c", script, check=False, timeout=3 * timeout)
+    holder = waited.stdout.strip()
+    try:
+        if waited.returncode != 0:
+            raise LabCommandError(
+                waited.returncode, ["blackhole_mid_probe", node], waited.stdout, waited.stderr
+            )
+        lab.mgmt_blackhole(node)
+        return time.monotonic()
+    finally:
+        if holder.isdigit():
+            lab.exec(node, "kill", "--", f"-{holder}", check=False)
 
 
 @dataclass
@@ -165,6 +269,13 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would end it: no handler runs, connections just drop."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.kill()
+        self.process.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
