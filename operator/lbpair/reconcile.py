@@ -147,7 +147,7 @@ class Reconciler:
             )
             return events
         memory.problem = ""
-        nodes = self._connect(build)
+        nodes = connect(self._nodes, build)
         rendered = render_pair(build.state)
         plans = [
             NodePlan(nodes[name], tuple(r.files.values()), r.config_hash, r.nginx_hash)
@@ -190,18 +190,6 @@ class Reconciler:
         )
         return events
 
-    def _connect(self, access: PairAccess | PairBuild) -> dict[str, Node]:
-        spec, key = access.pair.spec, access.ssh_private_key or ""
-        return {
-            node.name: self._nodes.node(
-                SSHTarget(
-                    node.name, node.address, node.ssh_port, spec.ssh.user, node.host_key, key, spec.ssh.sudo
-                ),
-                access.layout,
-            )
-            for node in spec.nodes
-        }
-
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()
         written_at = memory.status_written_at
@@ -224,11 +212,25 @@ class Reconciler:
             elif access.ssh_private_key is None:
                 pending = f"cannot log in to the nodes to clean up: {access.missing_key}"
             else:
-                pending = restore_nodes(self._connect(access).values())
+                pending = restore_nodes(connect(self._nodes, access).values())
         if not pending:
             with self._lock:
                 self._memory.pop(key, None)
         return pending
+
+
+def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, Node]:
+    """The pair's nodes by name, reached with its SSH settings and key."""
+    spec, key = access.pair.spec, access.ssh_private_key or ""
+    return {
+        node.name: factory.node(
+            SSHTarget(
+                node.name, node.address, node.ssh_port, spec.ssh.user, node.host_key, key, spec.ssh.sudo
+            ),
+            access.layout,
+        )
+        for node in spec.nodes
+    }
 
 
 def _status_in(pair_body: Mapping[str, Any]) -> PairStatus | None:
