@@ -3,8 +3,15 @@
 The payloads follow the ingress-nginx CVEs (see anchors.md): directive injection through `;`, braces,
 quotes, comments, variables, newlines (CVE-2021-25748 bypassed a sanitiser with one), lua directives,
 `include`/`load_module` (CVE-2025-1974), path traversal in paths and file names (CVE-2025-24513).
-Every payload contains something no allow-list admits, so each must be rejected at every string field,
-alone and appended to a valid value.
+
+Where each class of payload must be refused is decided per class in `PAYLOAD_CLASSES` (with the reason);
+today every class must be refused at every string field: alone, appended to the field's valid value (a
+trailing newline among them) and prepended to it.
+
+The fields are not picked by hand: `schema_fields()` lists every string a user sets (every `type: string`
+leaf of the CRD schema, in lists and maps, map keys, and the object's name and namespace), and
+`uncovered_fields()` names any the corpus documents (the samples plus `ADDITIONS`) leave unset, which the
+tests turn into a failure. A new field therefore cannot escape the corpus: it needs a value here first.
 """
 
 from __future__ import annotations
@@ -15,40 +22,82 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-PAYLOADS = (
-    "a\nb",
-    "x\r\ninclude /etc/passwd;",
-    "tab\there",
-    "nul\x00byte",
-    "esc\x1b[0m",
-    "del\x7f",
-    "line\u2028separator",
-    "next\u0085line",
-    "x; include /etc/nginx/*.conf",
-    "x;",
-    "}",
-    "{ return 200 pwned; }",
-    '"; load_module /tmp/evil.so; #',
-    "' ; deny all; '",
-    "# comment",
-    "$host",
-    "${request_uri}",
-    "back\\slash",
-    "include /etc/shadow",
-    "load_module /tmp/x.so",
-    "content_by_lua_block { os.execute('id') }",
-    "access_by_lua 'ngx.exit(200)'",
-    "../../etc/passwd",
-    "/../secret",
-    "\uff46\uff55\uff4c\uff4c",  # fullwidth letters that look like ASCII
-    "-" * 5000,
+from hack.gen_crds import KINDS, object_schema
+from lbpair.model.common import ObjectMeta
+from tests.unit.samples import SAMPLES, sample_documents
+
+
+@dataclass(frozen=True)
+class PayloadClass:
+    name: str
+    refused_at: str
+    """Which string fields must refuse it, and why."""
+    payloads: tuple[str, ...]
+
+
+PAYLOAD_CLASSES = (
+    PayloadClass(
+        "structural",
+        "every field: each of these ends an nginx or keepalived token, starts a block, a comment or a"
+        " variable, or is a character no config line may hold, so any field rendered anywhere could be"
+        " broken out of.",
+        (
+            "\n",
+            "\r\n",
+            "a\nb",
+            "x\r\ninclude /etc/passwd;",
+            "tab\there",
+            "nul\x00byte",
+            "esc\x1b[0m",
+            "del\x7f",
+            "line\u2028separator",
+            "next\u0085line",
+            "x; include /etc/nginx/*.conf",
+            "x;",
+            "}",
+            "{ return 200 pwned; }",
+            '"; load_module /tmp/evil.so; #',
+            "' ; deny all; '",
+            "# comment",
+            "$host",
+            "${request_uri}",
+            "back\\slash",
+            "\uff46\uff55\uff4c\uff4c",  # fullwidth letters that look like ASCII
+            "-" * 5000,
+        ),
+    ),
+    PayloadClass(
+        "directive",
+        "every field: a directive is a word, whitespace and an argument, and no field admits a word"
+        " followed by whitespace (log literals admit a space but no letters). A bare word such as `include`"
+        " is a valid name in some fields (an nginx name, a DNS label); those are rendered only as arguments,"
+        " never where a directive starts, and cannot be moved there without the structural characters"
+        " refused above.",
+        (
+            "include /etc/shadow",
+            "load_module /tmp/x.so",
+            "content_by_lua_block { os.execute('id') }",
+            "access_by_lua 'ngx.exit(200)'",
+        ),
+    ),
+    PayloadClass(
+        "traversal",
+        "every field. `..` climbs only as a whole path segment (`nginx.conf..` is an ordinary file name), so"
+        " each payload puts it next to a slash. Many fields reach a file path (nodeProfile paths; names and"
+        " namespaces become file names) or a URL path (locations, proxy URLs); the rest admit no `/` at all,"
+        " except header values, which have no use for `..` and may name a path to the backend"
+        " (X-Original-URI), so they refuse it too rather than being argued about field by field.",
+        ("../../etc/passwd", "/../secret", "a/../b", "/..", "%2e%2e/etc", "..\\windows"),
+    ),
 )
-NOT_FIELDS = {("apiVersion",), ("kind",)}
+PAYLOADS = tuple(payload for payload_class in PAYLOAD_CLASSES for payload in payload_class.payloads)
 
 Path = tuple[str | int, ...]
+Schema = dict[str, Any]
 
 
 def path_text(path: Path) -> str:
+    """`spec.nodes[1].address`; a map key is one more dotted part, as the model's errors name it."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
@@ -59,16 +108,65 @@ def parse_path(text: str) -> Path:
     return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", text))
 
 
-def string_fields(document: Any, path: Path = ()) -> Iterator[tuple[Path, str]]:
-    """Every string leaf of a document (map keys excluded), with its path."""
-    if isinstance(document, dict):
+def object_schemas() -> dict[str, Schema]:
+    """Kind -> the schema of what a user writes: metadata as the model reads it, and the spec as the CRD
+    has it (the CRD's spec schema is generated by this same function, see hack/gen_crds.py)."""
+    return {
+        kind.kind: {
+            "type": "object",
+            "properties": {"metadata": object_schema(ObjectMeta), "spec": object_schema(kind.spec)},
+        }
+        for kind in KINDS
+    }
+
+
+def schema_fields(schema: Schema, generic: str = "") -> Iterator[str]:
+    """Every string field of a schema, generically: `[]` for any list item, `{}` for any map value and
+    `{key}` for the keys of a map (user-chosen strings, as label keys are)."""
+    if schema.get("type") == "string":
+        yield generic
+    for name, child in schema.get("properties", {}).items():
+        yield from schema_fields(child, f"{generic}.{name}" if generic else name)
+    if "items" in schema:
+        yield from schema_fields(schema["items"], f"{generic}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield f"{generic}{{key}}"
+        yield from schema_fields(schema["additionalProperties"], f"{generic}{{}}")
+
+
+@dataclass(frozen=True)
+class StringField:
+    """One string a document sets: a value at `path`, or (`is_key`) the last part of `path` as a map key."""
+
+    path: Path
+    generic: str
+    value: str
+    is_key: bool = False
+
+    @property
+    def field(self) -> str:
+        """The field an error must name: the value's path, or the map whose key it is."""
+        return path_text(self.path[:-1] if self.is_key else self.path)
+
+
+def document_fields(
+    schema: Schema, document: Any, path: Path = (), generic: str = ""
+) -> Iterator[StringField]:
+    """Every string `document` sets, walked along its schema (which tells maps from objects)."""
+    if schema.get("type") == "string" and isinstance(document, str):
+        yield StringField(path, generic, document)
+    elif isinstance(document, dict) and isinstance(schema.get("additionalProperties"), dict):
         for key, value in document.items():
-            yield from string_fields(value, (*path, key))
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            yield from string_fields(value, (*path, index))
-    elif isinstance(document, str) and path not in NOT_FIELDS:
-        yield path, document
+            yield StringField((*path, key), f"{generic}{{key}}", key, is_key=True)
+            yield from document_fields(schema["additionalProperties"], value, (*path, key), f"{generic}{{}}")
+    elif isinstance(document, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in document:
+                child_generic = f"{generic}.{name}" if generic else name
+                yield from document_fields(child, document[name], (*path, name), child_generic)
+    elif isinstance(document, list) and "items" in schema:
+        for index, item in enumerate(document):
+            yield from document_fields(schema["items"], item, (*path, index), f"{generic}[]")
 
 
 def with_value(document: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
@@ -85,20 +183,142 @@ def with_value(document: dict[str, Any], path: Path, value: Any) -> dict[str, An
     return changed
 
 
+def with_key(document: dict[str, Any], path: Path, key: str) -> dict[str, Any]:
+    """A copy of `document` whose map entry at `path` is renamed to `key`."""
+    changed = copy.deepcopy(document)
+    parent: Any = changed
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[key] = parent.pop(path[-1])
+    return changed
+
+
+@dataclass(frozen=True)
+class Addition:
+    """Fields the samples leave unset, set on a copy of a sample object: a corpus document of its own."""
+
+    sample: str
+    kind: str
+    object_name: str
+    changes: dict[str, Any]
+
+
+ADDITIONS = (
+    Addition(
+        "seed-tutorial.yaml",
+        "LoadBalancerPair",
+        "seed",
+        {
+            "spec.deletionPolicy": "Retain",
+            "spec.nginx.workerShutdownTimeout": "30s",
+            "spec.nginx.logFormats[0].escape": "json",
+        },
+    ),
+    Addition("seed-tutorial.yaml", "Upstream", "lb-www", {"spec.pairRef.namespace": "demo"}),
+    Addition(
+        "seed-tutorial.yaml",
+        "VirtualHost",
+        "dev",
+        {
+            "spec.pairRef.namespace": "demo",
+            "spec.proxy.headers[4]": {"name": "X-Via", "value": "lb.example.com"},
+            "spec.locations[0].proxy": {
+                "headers": [{"name": "X-Static", "value": "v1.2/a=b,c"}],
+                "connectTimeout": "5s",
+                "sendTimeout": "10s",
+                "readTimeout": "20s",
+                "bufferSize": "8k",
+                "buffers": {"number": 8, "size": "8k"},
+                "busyBuffersSize": "16k",
+                "tempFileWriteSize": "16k",
+                "maxTempFileSize": "0",
+                "nextUpstream": ["error", "timeout"],
+            },
+        },
+    ),
+)
+
+
+def corpus_documents() -> list[dict[str, Any]]:
+    """Every lbpair object of the samples (in the samples' namespace), then the `ADDITIONS`; all valid."""
+    documents = [
+        document for path in sorted(SAMPLES.glob("*.yaml")) for document in sample_documents(path.name)
+    ]
+    for addition in ADDITIONS:
+        (document,) = [
+            d
+            for d in sample_documents(addition.sample)
+            if d["kind"] == addition.kind and d["metadata"]["name"] == addition.object_name
+        ]
+        for path, value in addition.changes.items():
+            document = with_value(document, parse_path(path), value)
+        documents.append(document)
+    return documents
+
+
+def string_fields(document: dict[str, Any]) -> list[StringField]:
+    return list(document_fields(object_schemas()[document["kind"]], document))
+
+
+def uncovered_fields() -> dict[str, list[str]]:
+    """Kind -> the string fields of its schema that no corpus document sets (should be empty)."""
+    schemas = object_schemas()
+    covered: dict[str, set[str]] = {kind: set() for kind in schemas}
+    for document in corpus_documents():
+        covered[document["kind"]].update(field.generic for field in string_fields(document))
+    return {
+        kind: missing
+        for kind, schema in schemas.items()
+        if (missing := sorted(set(schema_fields(schema)) - covered[kind]))
+    }
+
+
 @dataclass(frozen=True)
 class Injection:
     field: str
+    """The field a rejection must name (see `StringField.field`)."""
+    string: StringField
+    payload_class: str
     payload: str
     document: dict[str, Any]
 
 
-def injections(document: dict[str, Any], *, appended_only: bool = False) -> Iterator[Injection]:
-    """Each payload at each string field: appended to the valid value, and (unless `appended_only`) alone."""
-    for path, valid in string_fields(document):
-        for payload in PAYLOADS:
-            values = [valid + payload] if appended_only else [payload, valid + payload]
+def injections(
+    document: dict[str, Any],
+    string: StringField,
+    *,
+    appended_only: bool,
+    payload_classes: tuple[PayloadClass, ...] = PAYLOAD_CLASSES,
+) -> Iterator[Injection]:
+    """Each payload at one string field of `document`: appended to the valid value, and (unless
+    `appended_only`) alone and prepended to it. A map key is replaced the same way."""
+    for payload_class in payload_classes:
+        for payload in payload_class.payloads:
+            values = [string.value + payload]
+            if not appended_only:
+                values += [payload, payload + string.value]
             for value in values:
-                yield Injection(path_text(path), payload, with_value(document, path, value))
+                changed = (
+                    with_key(document, string.path, value)
+                    if string.is_key
+                    else with_value(document, string.path, value)
+                )
+                yield Injection(string.field, string, payload_class.name, payload, changed)
+
+
+def corpus_injections(
+    *, appended_only: bool = False, payload_classes: tuple[PayloadClass, ...] = PAYLOAD_CLASSES
+) -> Iterator[Injection]:
+    """The payloads at every string field of every kind, each field tried once: where a corpus document
+    first sets it (a field's allow-list is the same in every list item and every object)."""
+    tried: set[tuple[str, str]] = set()
+    for document in corpus_documents():
+        for string in string_fields(document):
+            if (document["kind"], string.generic) not in tried:
+                tried.add((document["kind"], string.generic))
+                yield from injections(
+                    document, string, appended_only=appended_only, payload_classes=payload_classes
+                )
 
 
 @dataclass(frozen=True)

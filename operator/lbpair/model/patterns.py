@@ -51,7 +51,9 @@ MIME_TYPE_PATTERN = r"^[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9*][a-z0-9.+-]{0,126}$"
 # literal never needs letters, and without letters no literal can spell a directive.
 LOG_LITERAL_PATTERN = r'^[ \[\]"|:,/=()@+-]{1,32}$'
 HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
-HEADER_VALUE_PATTERN = r"^[A-Za-z0-9._~:/=,+*@-]{1,256}$"
+# Dots only one at a time: a header value has no use for `..`, and may reach the backend as a path.
+_HEADER_VALUE_CHARACTER = r"[A-Za-z0-9_~:/=,+*@-]"
+HEADER_VALUE_PATTERN = rf"^\.?{_HEADER_VALUE_CHARACTER}+(\.{_HEADER_VALUE_CHARACTER}+)*\.?$"
 LOCATION_PATH_PATTERN = rf"^/$|^(/{_PATH_SEGMENT})+/?$"
 PROXY_URL_PATTERN = rf"^https?://({_IPV4}|{_HOSTNAME})(:[0-9]{{1,5}})?{_URL_PATH}$"
 REDIRECT_URL_PATTERN = PROXY_URL_PATTERN
