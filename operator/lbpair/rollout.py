@@ -133,7 +133,7 @@ def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, ve
     services = layout.services_for(difference.changed) if difference.changed else list(layout.units)
     if difference.changed:
         try:
-            node.stage(plan.files)
+            node.stage(plan.files, difference.changed)  # ships only what differs
             node.validate()
         except ValidationFailedError as error:
             raise ConfigRejectedError(plan.name, str(error)) from error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from lbpair.model.files import ManagedFile
@@ -41,8 +41,12 @@ class FakeNode:
     """Method name -> the error that method raises on its next call only."""
     nginx_ignores_reload: bool = False
     calls: list[str] = field(default_factory=list)
-    _staged: list[ManagedFile] = field(default_factory=list)
+    reloaded: list[list[str]] = field(default_factory=list)  # the services of each reload
+    staged: list[ManagedFile] = field(default_factory=list)
+    """The files the latest stage shipped (only those that differed from the node's)."""
+    _staged_manifest: dict[str, str] = field(default_factory=dict)
     _backup: tuple[dict[str, ManagedFile], dict[str, str]] | None = None
+    _absent: set[str] = field(default_factory=set)
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
@@ -65,25 +69,35 @@ class FakeNode:
             live_hash=self.live_hash,
         )
 
-    def stage(self, files: Sequence[ManagedFile]) -> None:
+    def stage(self, files: Sequence[ManagedFile], changed: Set[str]) -> None:
         self._call("stage")
-        self._staged = list(files)
+        self.staged = [managed for managed in files if managed.path in changed]
+        self._staged_manifest = {managed.path: managed.sha256 for managed in files}
 
     def validate(self) -> None:
         self._call("validate")
 
     def swap(self) -> None:
+        """As the agent's: installs the staged files, removes what the new manifest drops, and refuses a
+        manifest path that is neither staged nor live with its content; the backup holds what changed."""
         self._call("swap")
-        paths = set(self.manifest) | {managed.path for managed in self._staged}
-        self._backup = ({p: self.files[p] for p in paths if p in self.files}, dict(self.manifest))
-        for path in self.manifest:
+        staged = {managed.path: managed for managed in self.staged}
+        for path, sha256 in self._staged_manifest.items():
+            if path not in staged and (path not in self.files or self.files[path].sha256 != sha256):
+                raise NodeError(f"swapping config failed (exit 1): {path} is neither staged nor live")
+        removed = set(self.manifest) - set(self._staged_manifest)
+        touched = removed | set(staged)
+        self._backup = ({p: self.files[p] for p in touched if p in self.files}, dict(self.manifest))
+        self._absent = {p for p in touched if p not in self.files}
+        for path in removed:
             self.files.pop(path, None)
-        self.files.update({managed.path: managed for managed in self._staged})
-        self.manifest = {managed.path: managed.sha256 for managed in self._staged}
+        self.files.update(staged)
+        self.manifest = dict(self._staged_manifest)
         self.live_hash = ""
 
     def reload(self, services: Sequence[str]) -> None:
         self._call("reload")
+        self.reloaded.append(list(services))
         for service in services:
             self.services[service] = True
             if service == "nginx" and not self.nginx_ignores_reload:
@@ -104,7 +118,7 @@ class FakeNode:
         if self._backup is None:
             raise NodeError("restoring last-known-good config failed (exit 1): no backup to restore")
         files, manifest = self._backup
-        for path in self.manifest:
+        for path in self._absent:
             self.files.pop(path, None)
         self.files.update(files)
         self.manifest = dict(manifest)

@@ -94,13 +94,30 @@ class Node:
     def managed(self, files: dict[str, str]) -> list[ManagedFile]:
         return [ManagedFile(self.path(name), content) for name, content in files.items()]
 
-    def stage(self, files: dict[str, str]) -> None:
-        """push_bundle's command line, with its bundle."""
-        self._run(build_staging_command(state_dir=str(self.state)), build_bundle(self.managed(files)), True)
+    def stage(self, files: dict[str, str], only: set[str] | None = None) -> None:
+        """push_bundle's command line, with its bundle: the manifest of `files`, shipping those in `only`
+        (relative names; all when None) as a rollout ships the ones that differ."""
+        staged = None if only is None else {self.path(name) for name in only}
+        bundle = build_bundle(self.managed(files), staged)
+        self._run(build_staging_command(state_dir=str(self.state)), bundle, True)
 
     def roll_out(self, files: dict[str, str]) -> None:
         self.stage(files)
         self.agent("swap")
+
+    def install(self, files: dict[str, str]) -> None:
+        """The node as a completed swap of `files` leaves it (written directly: a first swap of thousands
+        of files takes the agent tens of seconds, one process per file; the swaps after it are tested)."""
+        for name, content in files.items():
+            target = self.root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "manifest").write_text(self.manifest_of(files))
+        (self.state / "original").mkdir(exist_ok=True)
+        (self.state / "original" / "absent").write_text(
+            "".join(f"{self.path(name)}\n" for name in sorted(files))
+        )
 
     def read(self, relative: str) -> str | None:
         target = self.root / relative
@@ -165,16 +182,196 @@ def test_swap_refuses_staged_files_that_do_not_match_their_manifest(tmp_path: Pa
     assert node.read("etc/app/a.conf") == "a1"
 
 
+def test_swap_refuses_a_path_that_is_neither_staged_nor_live_with_its_content(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.roll_out({"etc/app/a.conf": "a1", "etc/app/b.conf": "b1"})
+    (tmp_path / "etc" / "app" / "b.conf").write_text("b1, edited by hand")  # after the operator looked
+    node.stage({"etc/app/a.conf": "a2", "etc/app/b.conf": "b1"}, only={"etc/app/a.conf"})
+
+    result = node.agent("swap", check=False)
+
+    assert result.returncode != 0
+    assert f"not live with the content the staged manifest names: {node.path('etc/app/b.conf')}".encode() in (
+        result.stderr
+    )
+    assert node.read("etc/app/a.conf") == "a1"
+    assert node.manifest() == node.manifest_of({"etc/app/a.conf": "a1", "etc/app/b.conf": "b1"})
+
+
+def test_swap_refuses_a_staged_file_the_staged_manifest_does_not_list(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.roll_out({"etc/app/a.conf": "a1"})
+    node.stage({"etc/app/a.conf": "a2"})
+    extra = node.state / "stage" / "files" / node.path("etc/app/extra.conf").lstrip("/")
+    extra.write_text("not in the manifest")
+
+    result = node.agent("swap", check=False)
+
+    assert result.returncode != 0
+    assert b"is staged but not in the staged manifest" in result.stderr
+    assert node.read("etc/app/a.conf") == "a1"
+    assert node.read("etc/app/extra.conf") is None
+
+
+def many(count: int) -> dict[str, str]:
+    """`count` managed files, as many VirtualHosts render."""
+    return {f"etc/app/hosts/vhost_{number:05}.conf": f"server {number}\n" for number in range(count)}
+
+
+def test_a_one_file_change_among_5000_stages_backs_up_and_swaps_that_file_only(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    old = {**many(5000), "etc/app/gone.conf": "removed by the change"}
+    node.install(old)
+    new = {name: content for name, content in old.items() if name != "etc/app/gone.conf"}
+    edited = "etc/app/hosts/vhost_02500.conf"
+    new[edited] = "server 2500 edited\n"
+    hosts = tmp_path / "etc" / "app" / "hosts"
+    untouched = {
+        entry.name: entry.stat().st_ino for entry in hosts.iterdir() if entry.name != "vhost_02500.conf"
+    }
+
+    node.stage(new, only={edited})
+    staged = [p.relative_to(node.state / "stage" / "files") for p in (node.state / "stage").rglob("*.conf")]
+    node.agent("swap")
+
+    assert staged == [Path(node.path(edited).lstrip("/"))]
+    assert node.manifest() == node.manifest_of(new)
+    assert node.read(edited) == "server 2500 edited\n"
+    assert node.read("etc/app/gone.conf") is None
+    # Every other file is the very same inode: not rewritten, not renamed over.
+    assert {
+        entry.name: entry.stat().st_ino for entry in hosts.iterdir() if entry.name in untouched
+    } == untouched
+    backup = node.state / "backup"
+    backed_up = sorted(
+        str(p.relative_to(backup / "files")) for p in (backup / "files").rglob("*") if p.is_file()
+    )
+    assert backed_up == sorted(node.path(name).lstrip("/") for name in (edited, "etc/app/gone.conf"))
+    assert (backup / "absent").read_text() == ""
+    assert (backup / "manifest").read_text() == node.manifest_of(old)  # the complete previous manifest
+
+    node.agent("restore")
+
+    assert node.manifest() == node.manifest_of(old)
+    assert {name: node.read(name) for name in (edited, "etc/app/gone.conf")} == {
+        edited: "server 2500\n",
+        "etc/app/gone.conf": "removed by the change",
+    }
+
+
+def test_a_one_file_swap_makes_as_many_file_operations_at_5000_files_as_at_5(
+    tmp_path: Path, shims: Path
+) -> None:
+    operations = {}
+    for count in (5, 5000):
+        files = {**many(count), "etc/app/a.conf": "a1"}
+        change = {"etc/app/hosts/vhost_00002.conf": "server 2 edited\n"}
+        node_snapshot = snapshot(
+            tmp_path / str(count), shims, files, stage={**files, **change}, only=set(change), installed=True
+        )
+        operations[count] = [line.split()[0] for line in node_snapshot.count_operations("swap")]
+
+    assert operations[5000] == operations[5]
+    assert len(operations[5]) < 40
+
+
+FAKE_NGINX = """#!/bin/sh
+# nginx -t -q -c CONF stand-in: prints every file it sees beside CONF, then refuses (so validate exits 65).
+cd "${4%/*}" && find . -type f | sort | while read -r f; do printf '%s=%s\\n' "$f" "$(cat "$f")"; done
+exit 1
+"""
+NO_OVERLAY_MOUNT = """#!/bin/sh
+# mount stand-in for a kernel without overlayfs.
+case " $* " in *" -t overlay "*) echo "mount: unknown filesystem type 'overlay'" >&2; exit 32 ;; esac
+exec /usr/bin/mount "$@"
+"""
+
+
+@pytest.mark.parametrize("overlayfs", [True, False], ids=["overlay", "copy-without-overlayfs"])
+def test_validate_shows_the_validators_the_new_set_at_its_real_paths_and_changes_nothing_live(
+    tmp_path: Path, overlayfs: bool
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a private mount namespace needs root")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_ins = {"nginx": FAKE_NGINX, **({} if overlayfs else {"mount": NO_OVERLAY_MOUNT})}
+    for name, script in stand_ins.items():
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
+    node = Node(tmp_path / "node", bin_dir)
+    (node.root / "etc" / "app").mkdir(parents=True)
+    (node.root / "etc" / "app" / "own.conf").write_text("node's own")
+    old = {"etc/app/nginx.conf": "n1", "etc/app/sub/gone.conf": "g1", "etc/app/same.conf": "s1"}
+    node.roll_out(old)
+    new = {"etc/app/nginx.conf": "n2", "etc/app/same.conf": "s1", "etc/app/sub/added.conf": "a2"}
+    node.stage(new, only={"etc/app/nginx.conf", "etc/app/sub/added.conf"})
+
+    result = node.agent(
+        "validate", node.path("etc/app/nginx.conf"), "/nonexistent", node.path("etc/app"), check=False
+    )
+
+    assert result.returncode == 65, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == [
+        "./nginx.conf=n2",
+        "./own.conf=node's own",
+        "./same.conf=s1",
+        "./sub/added.conf=a2",
+    ]
+    assert {name: node.read(name) for name in [*old, *new]} == {**old, "etc/app/sub/added.conf": None}
+    assert not (node.state / "stage" / "view").exists()
+    assert "lbpair-validate" not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_nginx_is_reloaded_by_hup_of_its_master_and_started_by_its_unit_when_not_running(
+    tmp_path: Path,
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls, hups, pid_file = tmp_path / "systemctl.log", tmp_path / "hups", tmp_path / "nginx.pid"
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >>{calls}\ncase $1 in is-active) exit 3 ;; esac\n'
+    )
+    # An "nginx" master (its /proc/PID/comm is the script's name) that counts the HUPs it gets.
+    (bin_dir / "nginx").write_text(f"#!/bin/sh\ntrap 'echo hup >>{hups}' HUP\nwhile :; do sleep 0.05; done\n")
+    for name in ("systemctl", "nginx"):
+        (bin_dir / name).chmod(0o755)
+    node = Node(tmp_path / "node", bin_dir)
+    master = subprocess.Popen([str(bin_dir / "nginx")], start_new_session=True)
+    try:
+        pid_file.write_text(f"{master.pid}\n")
+        node.agent("reload", f"nginx={pid_file}")
+        deadline = time.monotonic() + 5
+        while not hups.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hups.read_text() == "hup\n"
+        assert not calls.exists()  # no systemctl, no `nginx -s reload`
+    finally:
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+    node.agent("reload", f"nginx={pid_file}", "keepalived")  # the pid file names a dead process now
+
+    assert calls.read_text().splitlines() == [
+        "is-active nginx",
+        "start nginx",
+        "is-active keepalived",
+        "start keepalived",
+    ]
+
+
 # -- interrupted at every step --
 
 OWN = {"etc/app/own.conf": "node's own"}
-OLD = {"etc/app/a.conf": "a1", "etc/app/old.conf": "old"}
+OLD = {"etc/app/a.conf": "a1", "etc/app/old.conf": "old", "etc/app/same.conf": "same"}
 NEW = {
     "etc/app/a.conf": "a2",
     "etc/app/b.conf": "b2",
     "etc/app/own.conf": "own, from B",
+    "etc/app/same.conf": "same",
     "etc/app/sub/c.conf": "c2",
 }
+CHANGED = {name for name in NEW if NEW[name] != OLD.get(name)}  # what a rollout ships: all but same.conf
 
 
 @pytest.fixture
@@ -256,17 +453,25 @@ class Snapshot:
 
 
 def snapshot(
-    tmp_path: Path, shims: Path, *rollouts: dict[str, str], stage: dict[str, str] | None
+    tmp_path: Path,
+    shims: Path,
+    *rollouts: dict[str, str],
+    stage: dict[str, str] | None,
+    only: set[str] | None = None,
+    installed: bool = False,
 ) -> Snapshot:
     node = Node(tmp_path / "node")
     (node.root / "etc" / "app").mkdir(parents=True)
     for name, content in OWN.items():
         (node.root / name).write_text(content)
     for files in rollouts:
-        node.roll_out(files)
+        if installed:
+            node.install(files)
+        else:
+            node.roll_out(files)
         node.agent("mark-live", "hash-" + files["etc/app/a.conf"])
     if stage is not None:
-        node.stage(stage)
+        node.stage(stage, only)
     saved = tmp_path / "saved"
     shutil.copytree(node.root, saved, symlinks=True)
     return Snapshot(node, saved, shims)
@@ -281,10 +486,11 @@ def cases(operations: list[str]) -> Iterator[tuple[int, str]]:
     yield len(operations), "after"
 
 
+@pytest.mark.parametrize("only", [None, CHANGED], ids=["every-file-staged", "changed-files-staged"])
 def test_a_swap_killed_at_any_step_leaves_the_old_or_the_new_files_once_recovered(
-    tmp_path: Path, shims: Path
+    tmp_path: Path, shims: Path, only: set[str] | None
 ) -> None:
-    node_snapshot = snapshot(tmp_path, shims, OLD, stage=NEW)
+    node_snapshot = snapshot(tmp_path, shims, OLD, stage=NEW, only=only)
     node = node_snapshot.node
     operations = node_snapshot.count_operations("swap")
     assert len(operations) > 20
@@ -369,7 +575,10 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
-def test_a_full_disk_at_any_step_of_a_swap_keeps_the_live_config_and_says_why(small_disk: Path) -> None:
+@pytest.mark.parametrize("only", [None, CHANGED], ids=["every-file-staged", "changed-files-staged"])
+def test_a_full_disk_at_any_step_of_a_swap_keeps_the_live_config_and_says_why(
+    small_disk: Path, only: set[str] | None
+) -> None:
     big_old = {name: content * 20000 for name, content in OLD.items()}
     big_new = {name: content * 20000 for name, content in NEW.items()}
     failures, successes = set(), 0
@@ -382,7 +591,7 @@ def test_a_full_disk_at_any_step_of_a_swap_keeps_the_live_config_and_says_why(sm
         (node.root / "etc" / "app" / "own.conf").write_text("node's own" * 10000)
         node.roll_out(big_old)
         node.agent("mark-live", "hash-old")
-        node.stage(big_new)
+        node.stage(big_new, only)
         filler = fill(small_disk, leave)
 
         result = node.agent("swap", check=False)

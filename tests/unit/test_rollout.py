@@ -1,6 +1,5 @@
-"""Pure parts of the rollout: what differs, which services reload, which node goes first.
-
-The fake nodes here are never called: these functions only read observations."""
+"""Pure parts of the rollout: what differs, which services reload, which node goes first; and what one
+node's rollout ships and reloads, on a fake node."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import ipaddress
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import ManagedFileState, NodeObservation
-from lbpair.rollout import NodePlan, compare, rollout_order
+from lbpair.rollout import NodePlan, compare, roll_out_node, rollout_order
 from tests.unit.fake_node import FakeNode
 
 LAYOUT = NodeLayout(
@@ -86,3 +85,29 @@ def test_vip_holder_is_rolled_out_last() -> None:
     order = rollout_order(plans, observations, ["198.51.100.10"])
 
     assert [plan.name for plan in order] == ["lb2", "lb1"]
+
+
+def test_a_one_file_change_stages_that_file_and_reloads_only_its_service() -> None:
+    vhost = ManagedFile("/etc/nginx/lbpair/vhost_a.conf", "server {}\n")
+    live = (NGINX_CONF, KEEPALIVED_CONF, vhost)
+    node = FakeNode("lb1", files={f.path: f for f in live}, manifest={f.path: f.sha256 for f in live})
+    edited = ManagedFile(vhost.path, "server { listen 80; }\n")
+    plan = NodePlan(node, (NGINX_CONF, KEEPALIVED_CONF, edited), "config-hash", "")
+    difference = compare(node.observe(), plan)
+
+    roll_out_node(plan, difference, LAYOUT, verify_timeout=0.5)
+
+    assert node.staged == [edited]
+    assert node.files[edited.path] == edited
+    assert node.calls == [
+        "observe",
+        "stage",
+        "validate",
+        "swap",
+        "reload",
+        "served_hash",
+        "observe",
+        "mark_live",
+    ]
+    assert node.services == {"nginx": True, "keepalived": True}
+    assert node.reloaded == [["nginx"]]

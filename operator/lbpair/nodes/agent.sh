@@ -9,9 +9,12 @@
 #   lock             every command but served-hash holds it (flock), so commands never overlap
 #   manifest         "MODE SHA256 PATH" for every file the operator manages (the applied config)
 #   live             the config hash the services were last verified to run (written by mark-live)
-#   stage/           the bundle being rolled out: files/ mirrors absolute paths, manifest beside it
-#   backup/          the last-known-good files replaced by the latest swap, to restore on failure:
-#                    files/ (copies), absent (paths that did not exist), manifest (the one replaced)
+#   stage/           the bundle being rolled out: manifest (the complete new set) and files/, mirroring
+#                    absolute paths, with only the files that differ from what the node has (every other
+#                    path of the manifest must be live already with the content the manifest names)
+#   backup/          the last-known-good state of what the latest swap changed, to restore on failure:
+#                    files/ (copies of the files it replaced or removed), absent (paths it created),
+#                    manifest (the complete manifest it replaced)
 #   original/        the node's own files the operator replaced (kept from the first swap that took each
 #                    path over), put back by `uninstall`; same layout as backup/
 #   txn.new/, txn/   the journal of a change to live files (below)
@@ -19,7 +22,7 @@
 #
 # The journal. swap, restore and uninstall each replace a set of live files in two phases:
 #   prepare  write txn.new/ (install: paths to replace, remove: paths to delete, manifest: the manifest
-#            afterwards, and for swap backup/: the new last-known-good copy of everything it changes),
+#            afterwards, and for swap backup/: the new last-known-good copy of what it changes),
 #            copy each new file next to its target as PATH.lbpair-new, sync all of it to disk;
 #   commit   rename txn.new to txn (one atomic rename);
 #   finish   rename each PATH.lbpair-new over PATH, delete the remove paths, rename the manifest and the
@@ -28,6 +31,8 @@
 # Every command first recovers: a committed txn/ is finished, an uncommitted txn.new/ is undone (its
 # .lbpair-new files removed), so the live files are always the old set or the new set, never a mix.
 # Only prepare writes data; a full disk fails it before the commit, leaving the live files untouched.
+# A swap touches only the staged paths and the ones the new manifest drops, so its cost follows the size
+# of the change, not of the config; so does validate (an overlay, below).
 set -eu
 umask 022
 state=$LBPAIR_STATE
@@ -172,13 +177,17 @@ save_files() {
     done
 }
 
-# keep_originals PATH...: the node's own file at each PATH, unless original/ already holds (or lists)
-# it. Each entry is written aside, synced and renamed, so an interrupted run leaves no half copy.
+# keep_originals < PATHS (sorted): the node's own file at each PATH, unless original/ already holds (or
+# lists) it. Each copy is written aside, synced and renamed, and the paths that did not exist are added to
+# the absent list in one such rename, so an interrupted run leaves no half copy and no half list.
 keep_originals() {
     directory "$original/files"
     [ -f "$original/absent" ] || : >"$original/absent"
-    for path in "$@"; do
-        if [ -e "$original/files$path" ] || grep -qxF "$path" "$original/absent"; then continue; fi
+    added=""
+    awk -v absent="$original/absent" \
+        'BEGIN { while ((getline line <absent) > 0) listed[line] = 1 } !($0 in listed)' >"$txn_new/takeover"
+    while read -r path; do
+        if [ -e "$original/files$path" ]; then continue; fi
         if [ -e "$path" ]; then
             directory "$original/files${path%/*}"
             cp -p "$path" "$original/files$path.lbpair-new"
@@ -186,23 +195,39 @@ keep_originals() {
             mv "$original/files$path.lbpair-new" "$original/files$path"
             flush "$original/files${path%/*}"
         else
-            { cat "$original/absent" && printf '%s\n' "$path"; } >"$original/absent.lbpair-new"
-            flush "$original/absent.lbpair-new"
-            mv "$original/absent.lbpair-new" "$original/absent"
-            flush "$original"
+            added="$added$path
+"
         fi
-    done
+    done <"$txn_new/takeover"
+    [ -n "$added" ] || return 0
+    printf '%s' "$added" | sort -u - "$original/absent" >"$original/absent.lbpair-new"
+    flush "$original/absent.lbpair-new"
+    mv "$original/absent.lbpair-new" "$original/absent"
+    flush "$original"
 }
 
-# check_stage: every staged file is there with the content its manifest line names (writes nothing, so a
-# full disk cannot fail it).
+# staged_paths: the files the stage carries (absolute paths, sorted).
+staged_paths() {
+    if [ -d "$stage/files" ]; then (cd "$stage/files" && find . -type f) | sed 's/^\.//' | sort; fi
+}
+
+# check_stage: the staged manifest's set is complete: each path either staged with the content its line
+# names, or not staged and live with that content already (the operator stages only what differs). One
+# sha256sum reads every file once; nothing is written, so a full disk cannot fail it.
 check_stage() {
     [ -f "$stage/manifest" ] || fail "nothing is staged"
-    [ -s "$stage/manifest" ] || return 0
-    if ! awk -v root="$stage/files" '{print $2 "  " root $3}' "$stage/manifest" |
-        sha256sum -c --quiet --strict - >/dev/null 2>&1; then
-        fail "the staged files do not match the staged manifest; stage them again"
-    fi
+    checks=$(staged_paths | awk -v root="$stage/files" '
+        FILENAME == "-" { staged[$0] = 1; next }
+        $3 in staged { delete staged[$3]; print $2 "  " root $3; next }
+        { print $2 "  " $3 }
+        END { for (path in staged) { print "lbpair agent: " path " is staged but not in the staged manifest" >"/dev/stderr"; status = 1 }
+              exit status }' - "$stage/manifest") || fail "the staged files do not match the staged manifest; stage them again"
+    [ -n "$checks" ] || return 0
+    failed=$(printf '%s\n' "$checks" | sha256sum -c --quiet --strict - 2>/dev/null) && return 0
+    case $failed in
+    "$stage/files/"*) fail "the staged files do not match the staged manifest; stage them again" ;;
+    *) fail "not staged, and not live with the content the staged manifest names: ${failed%%: *}; stage it" ;;
+    esac
 }
 
 # -- commands --
@@ -218,11 +243,11 @@ probe() {
     ip -o -4 addr show
     section files
     # RECORDED ACTUAL PATH: what the operator last applied, and what the file holds now (drift if unequal).
-    if [ -f "$state/manifest" ]; then
-        while read -r _mode recorded path; do
-            if [ -f "$path" ]; then actual=$(sha256sum "$path" | cut -d' ' -f1); else actual=missing; fi
-            printf '%s %s %s\n' "$recorded" "$actual" "$path"
-        done <"$state/manifest"
+    # One sha256sum over every managed file (a file it cannot read is missing).
+    if [ -s "$state/manifest" ]; then
+        awk '{print $3}' "$state/manifest" | xargs -r sha256sum 2>/dev/null |
+            awk 'FILENAME == "-" { actual[$2] = $1; next }
+                 { print $2, ($3 in actual ? actual[$3] : "missing"), $3 }' - "$state/manifest"
     fi
     section live
     cat "$state/live" 2>/dev/null || true
@@ -264,50 +289,80 @@ vrrp_dump() {
 }
 
 # validate NGINX_CONF KEEPALIVED_CONF ROOT...: check the staged config exactly as it will be live, without
-# touching the live tree. A private mount namespace shows a copy of each ROOT with the staged files laid
-# over it at its real path. Exit 65 means a validator refused the config (its output on stdout); any
-# other failure (a full disk while copying, say) is the agent's.
+# touching the live tree. In a private mount namespace each ROOT is an overlay: the live ROOT below, the
+# staged files of that ROOT above (in a tmpfs, copied: O(change)) and a whiteout (a 0/0 character device)
+# for each path the new manifest drops, so the validators read the new set at its real paths. Where
+# overlayfs is missing, a copy of ROOT with the same changes is bound over it instead (O(config)). Exit 65
+# means a validator refused the config (its output on stdout); any other failure is the agent's.
 validate() {
     nginx_conf=$1
     keepalived_conf=$2
     shift 2
     check_stage
+    for root in "$@"; do directory "$root"; done # a mount point; swap would create it anyway
     view=$stage/view
-    rm -rf "$view"
-    binds=""
-    for root in "$@"; do
-        mkdir -p "$view$root"
-        if [ -d "$root" ]; then cp -a "$root/." "$view$root/"; fi
-        binds="$binds mount --bind '$view$root' '$root' &&"
-    done
-    manifest_paths "$state/manifest" | sort -u >"$stage/.old"
-    manifest_paths "$stage/manifest" | sort -u >"$stage/.new"
-    comm -23 "$stage/.old" "$stage/.new" | while read -r path; do rm -f "$view$path"; done
-    cp -a "$stage/files/." "$view/"
+    directory "$view"
     status=0
-    unshare --mount sh -c \
-        "$binds { nginx -t -q -c '$nginx_conf' && keepalived -t -f '$keepalived_conf' || exit 65; }" \
-        2>&1 </dev/null || status=$?
-    rm -rf "$view"
+    unshare --mount sh -c "$VIEW_SCRIPT" lbpair-validate "$state" "$view" "$nginx_conf" "$keepalived_conf" \
+        "$@" 2>&1 </dev/null || status=$?
+    rmdir "$view"
     return "$status"
 }
 
-# swap: put the staged files live, keeping everything they replace as the last-known-good backup.
+# The view validate runs the validators in (positional: STATE VIEW NGINX_CONF KEEPALIVED_CONF ROOT...).
+# shellcheck disable=SC2016 # expanded by the inner sh
+VIEW_SCRIPT='
+set -eu
+state=$1 view=$2 nginx_conf=$3 keepalived_conf=$4
+shift 4
+mount -t tmpfs -o mode=0700 lbpair-validate "$view"
+if [ -f "$state/manifest" ]; then awk "{print \$3}" "$state/manifest" | sort -u >"$view/old"; else : >"$view/old"; fi
+awk "{print \$3}" "$state/stage/manifest" | sort -u | comm -23 "$view/old" - >"$view/removed"
+n=0
+previous=
+for root in "$@"; do
+    [ "$root" != "$previous" ] || continue
+    previous=$root n=$((n + 1))
+    upper=$view/$n/upper work=$view/$n/work
+    mkdir -p "$upper" "$work"
+    if [ -d "$state/stage/files$root" ]; then cp -a "$state/stage/files$root/." "$upper/"; fi
+    awk -v prefix="$root/" "index(\$0, prefix) == 1" "$view/removed" >"$view/$n/removed"
+    while read -r path; do
+        relative=${path#"$root"}
+        mkdir -p "$upper${relative%/*}"
+        mknod "$upper$relative" c 0 0
+    done <"$view/$n/removed"
+    if ! mount -t overlay lbpair-validate -o "lowerdir=$root,upperdir=$upper,workdir=$work" "$root" 2>/dev/null; then
+        copy=$view/$n/copy
+        mkdir -p "$copy"
+        cp -a "$root/." "$copy/"
+        if [ -d "$state/stage/files$root" ]; then cp -a "$state/stage/files$root/." "$copy/"; fi
+        while read -r path; do rm -f "$copy${path#"$root"}"; done <"$view/$n/removed"
+        mount --bind "$copy" "$root"
+    fi
+done
+nginx -t -q -c "$nginx_conf" && keepalived -t -f "$keepalived_conf" || exit 65
+'
+
+# swap: put the staged files live and remove the paths the staged manifest drops, keeping what they
+# replace or remove (and the complete old manifest) as the last-known-good backup. Paths staged again
+# unchanged are still installed (the same bytes): the operator stages only what differs.
 swap() {
     check_stage
     begin
     cp "$stage/manifest" "$txn_new/manifest"
     manifest_paths "$state/manifest" | sort -u >"$txn_new/old"
-    manifest_paths "$stage/manifest" | sort -u >"$txn_new/install"
-    comm -23 "$txn_new/old" "$txn_new/install" >"$txn_new/remove"
+    manifest_paths "$stage/manifest" | sort -u >"$txn_new/new"
+    staged_paths >"$txn_new/install"
+    comm -23 "$txn_new/old" "$txn_new/new" >"$txn_new/remove"
     # shellcheck disable=SC2046 # paths are validated identifiers without spaces
-    save_files "$txn_new/backup" $(sort -u "$txn_new/old" "$txn_new/install")
+    save_files "$txn_new/backup" $(sort -u "$txn_new/install" "$txn_new/remove")
     if [ -f "$state/manifest" ]; then cp -p "$state/manifest" "$txn_new/backup/manifest"; else
         : >"$txn_new/backup/manifest"
     fi
     # Paths the staged manifest manages for the first time: what is there now is the node's own.
-    # shellcheck disable=SC2046
-    keep_originals $(comm -13 "$txn_new/old" "$txn_new/install")
+    comm -13 "$txn_new/old" "$txn_new/new" >"$txn_new/added"
+    keep_originals <"$txn_new/added"
     prepare_files "$stage"
     commit
 }
@@ -346,7 +401,7 @@ uninstall() {
     commit
     if [ $# -eq 2 ]; then
         stop "$1"
-        reload "$2"
+        reload_unit "$2"
     fi
     rm -rf "$state"
 }
@@ -359,15 +414,38 @@ mark_live() {
 }
 
 # reload SERVICE...: reload what runs (never restart: a keepalived restart flaps the VIP), start what does
-# not. Daemons never inherit the lock (fd 9): a daemon holding it would block every later command.
+# not. A SERVICE given as UNIT=PIDFILE is nginx: a running master (the nginx process in PIDFILE) gets HUP
+# directly, which is all a reload is; `nginx -s reload` (what the unit's ExecReload runs) would parse the
+# whole config once more just to find that pid file. Without a live master there, the unit decides.
+# Daemons never inherit the lock (fd 9): a daemon holding it would block every later command.
 reload() {
     for service in "$@"; do
-        if systemctl is-active "$service" >/dev/null 2>&1 9>&- </dev/null; then
-            systemctl reload "$service" 9>&- </dev/null
-        else
-            systemctl start "$service" 9>&- </dev/null
-        fi
+        case $service in
+        *=*) reload_nginx "${service%%=*}" "${service#*=}" ;;
+        *) reload_unit "$service" ;;
+        esac
     done
+}
+
+reload_nginx() {
+    pid=$(head -c 32 "$2" 2>/dev/null | tr -d '[:space:]') || pid=""
+    case $pid in
+    "" | *[!0-9]*) ;;
+    *)
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nginx ] && kill -s HUP "$pid" 2>/dev/null; then
+            return 0
+        fi
+        ;;
+    esac
+    reload_unit "$1"
+}
+
+reload_unit() {
+    if systemctl is-active "$1" >/dev/null 2>&1 9>&- </dev/null; then
+        systemctl reload "$1" 9>&- </dev/null
+    else
+        systemctl start "$1" 9>&- </dev/null
+    fi
 }
 
 # stop SERVICE...: stop what runs (a stopped keepalived releases its VIPs to the peer at once).

@@ -15,6 +15,7 @@ class NodeLayout:
     keepalived_config_path: str
     status_port: int
     directories: tuple[str, ...] = ()  # created before validation: nginx makes only the last level
+    nginx_pid_path: str = "/run/nginx.pid"  # the nodeProfile's nginxPidPath: reloads HUP this master
 
     @property
     def units(self) -> tuple[str, str]:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,8 +36,9 @@ class Node(Protocol):
 
     def observe(self) -> NodeObservation: ...
 
-    def stage(self, files: Sequence[ManagedFile]) -> None:
-        """Put the files beside the live tree; nothing live changes."""
+    def stage(self, files: Sequence[ManagedFile], changed: Set[str]) -> None:
+        """Stage the complete set `files` beside the live tree, shipping only those whose path is in
+        `changed` (the others are live already: swap checks); nothing live changes."""
         ...
 
     def validate(self) -> None:
@@ -84,8 +85,8 @@ class AgentNode:
     def observe(self) -> NodeObservation:
         return observe_node(self.client, self.layout.units)
 
-    def stage(self, files: Sequence[ManagedFile]) -> None:
-        push_bundle(self.client, files, self.layout.directories)
+    def stage(self, files: Sequence[ManagedFile], changed: Set[str]) -> None:
+        push_bundle(self.client, files, self.layout.directories, staged=changed)
 
     def validate(self) -> None:
         validate_staged(self.client, self.layout.config_paths, self.layout.roots)
@@ -94,7 +95,7 @@ class AgentNode:
         apply_staged(self.client)
 
     def reload(self, services: Sequence[str]) -> None:
-        apply_reload(self.client, services)
+        apply_reload(self.client, services, {self.layout.nginx_service: self.layout.nginx_pid_path})
 
     def served_hash(self) -> str:
         return observe_served_hash(self.client, self.layout.status_port)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import shlex
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from importlib import resources
 from typing import ClassVar
 
@@ -23,6 +23,7 @@ PROBE_TIMEOUT_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 30.0
 VALIDATE_TIMEOUT_SECONDS = 60.0
 VALIDATION_REFUSED_STATUS = 65  # the agent's `validate`: nginx -t or keepalived -t said no
+DEFAULT_NGINX_PID_FILES = {"nginx": "/run/nginx.pid"}
 
 
 class ValidationFailedError(NodeError):
@@ -71,13 +72,16 @@ def _checked(result: CommandResult, what: str) -> CommandResult:
     return result
 
 
-def build_bundle(files: Iterable[ManagedFile]) -> bytes:
-    """A tar of `files/<absolute path>` plus the manifest, deterministic for identical input."""
+def build_bundle(files: Iterable[ManagedFile], staged: Collection[str] | None = None) -> bytes:
+    """A tar of `files/<absolute path>` for the files whose path is in `staged` (all when None) plus the
+    manifest of all of them, deterministic for identical input. The node's swap installs the staged files
+    and requires every other path of the manifest to be live with its content already."""
     ordered = sorted(files, key=lambda managed: managed.path)
     manifest = "".join(managed.manifest_line for managed in ordered)
+    shipped = [managed for managed in ordered if staged is None or managed.path in staged]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        entries = [(f"files{managed.path}", managed.content.encode(), managed.mode) for managed in ordered]
+        entries = [(f"files{managed.path}", managed.content.encode(), managed.mode) for managed in shipped]
         entries.append(("manifest", manifest.encode(), 0o644))
         for name, content, mode in entries:
             info = tarfile.TarInfo(name)
@@ -101,11 +105,18 @@ def observe_node(client: NodeClient, units: tuple[str, str] = ("nginx", "keepali
         raise NodeError(f"unreadable probe output: {error}") from error
 
 
-def push_bundle(client: NodeClient, files: Iterable[ManagedFile], directories: Iterable[str] = ()) -> None:
-    """Stage the files on the node and create `directories` the config needs (e.g. the cache root, which
-    nginx will not create with its parents); nothing live changes."""
+def push_bundle(
+    client: NodeClient,
+    files: Iterable[ManagedFile],
+    directories: Iterable[str] = (),
+    staged: Collection[str] | None = None,
+) -> None:
+    """Stage the complete set `files` on the node, shipping only the files whose path is in `staged` (all
+    when None: those that differ from the node's), and create `directories` the config needs (e.g. the
+    cache root, which nginx will not create with its parents); nothing live changes."""
     command = build_staging_command(directories)
-    _checked(client.run(command, stdin=build_bundle(files), timeout=COMMAND_TIMEOUT_SECONDS), "staging files")
+    bundle = build_bundle(files, staged)
+    _checked(client.run(command, stdin=bundle, timeout=COMMAND_TIMEOUT_SECONDS), "staging files")
 
 
 def validate_staged(client: NodeClient, config_paths: tuple[str, str], roots: Iterable[str]) -> None:
@@ -126,10 +137,20 @@ def apply_staged(client: NodeClient) -> None:
     _checked(_agent(client, "swap"), "swapping config")
 
 
-def apply_reload(client: NodeClient, services: Iterable[str]) -> None:
+def build_reload_args(services: Iterable[str], pid_files: Mapping[str, str]) -> list[str]:
+    """The agent's `reload` arguments: `UNIT=PIDFILE` for a service reloaded by HUP of the process in its
+    pid file (nginx), the plain unit name for one reloaded through systemctl (keepalived)."""
+    return [f"{service}={pid_files[service]}" if service in pid_files else service for service in services]
+
+
+def apply_reload(
+    client: NodeClient, services: Iterable[str], pid_files: Mapping[str, str] = DEFAULT_NGINX_PID_FILES
+) -> None:
     """Reload (or start) the services in the order given: nginx before keepalived, so a VIP never moves
-    to a node whose nginx does not have the new config yet."""
-    _checked(_agent(client, "reload", *services), "reload")
+    to a node whose nginx does not have the new config yet. nginx (the unit named in `pid_files`) is
+    reloaded by HUP of its running master: the config was validated already, and `nginx -s reload`
+    would parse all of it again before sending the same signal."""
+    _checked(_agent(client, "reload", *build_reload_args(services, pid_files)), "reload")
 
 
 def mark_live(client: NodeClient, config_hash: str) -> None:
