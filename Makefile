@@ -57,6 +57,7 @@ demo-down:
 # Benchmarks (medians over repeated runs) on a fresh control plane + lab; writes bench/results.json.
 bench: deps
 	$(PY) -m bench.run $(BENCH_FLAGS)
+	$(PY) -m bench.agent_swap
 
 # Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
 clean:

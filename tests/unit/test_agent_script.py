@@ -583,7 +583,7 @@ def test_a_full_disk_at_any_step_of_a_swap_keeps_the_live_config_and_says_why(
     big_new = {name: content * 20000 for name, content in NEW.items()}
     failures, successes = set(), 0
 
-    for leave in range(0, 720 * 1024, 24 * 1024):
+    for leave in range(0, 960 * 1024, 24 * 1024):
         for entry in small_disk.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         node = Node(small_disk / "node")
