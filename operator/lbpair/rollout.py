@@ -11,6 +11,7 @@ operator stopped between swap and reload) is reloaded and verified again.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -127,8 +128,11 @@ class RestoreFailedError(RolloutError):
         super().__init__(f"{node}: {error}; restoring the last-known-good config failed too: {restore_error}")
 
 
-def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, verify_timeout: float) -> None:
-    """Apply `plan` on its node; raises a RolloutError saying how far it got."""
+def roll_out_node(
+    plan: NodePlan, difference: Difference, layout: NodeLayout, verify_timeout: float
+) -> NodeObservation:
+    """Apply `plan` on its node and return the node as verified (so the pass need not probe it again);
+    raises a RolloutError saying how far it got."""
     node = plan.node
     services = layout.services_for(difference.changed) if difference.changed else list(layout.units)
     if difference.changed:
@@ -145,7 +149,7 @@ def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, ve
         if difference.changed:
             node.swap()
         node.reload(services)
-        verify_node(node, plan.nginx_hash, layout, verify_timeout)
+        verified = verify_node(node, plan.nginx_hash, layout, verify_timeout)
         node.mark_live(plan.config_hash)
     except NodeError as error:
         # Also when this pass swapped nothing: files swapped but never verified (the operator stopped in
@@ -156,10 +160,12 @@ def roll_out_node(plan: NodePlan, difference: Difference, layout: NodeLayout, ve
         except NodeError as restore_error:
             raise RestoreFailedError(plan.name, error, restore_error) from error
         raise RolledBackError(plan.name, error) from error
+    return dataclasses.replace(verified, live_hash=plan.config_hash)
 
 
-def verify_node(node: Node, nginx_hash: str, layout: NodeLayout, timeout: float) -> None:
-    """nginx serves the new config (its status endpoint returns the new hash) and keepalived runs."""
+def verify_node(node: Node, nginx_hash: str, layout: NodeLayout, timeout: float) -> NodeObservation:
+    """nginx serves the new config (its status endpoint returns the new hash) and keepalived runs;
+    returns the node as observed then."""
     deadline = time.monotonic() + timeout
     served = ""
     while time.monotonic() < deadline:
@@ -172,8 +178,10 @@ def verify_node(node: Node, nginx_hash: str, layout: NodeLayout, timeout: float)
             f"nginx does not serve the new config after reload (serves {served or 'nothing'!r}, "
             f"expected {nginx_hash[:12]})"
         )
-    if not node.observe().running("keepalived"):
+    observation = node.observe()
+    if not observation.running("keepalived"):
         raise NodeError(f"keepalived ({layout.keepalived_service}) is not running after reload")
+    return observation
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,7 @@ def roll_out_pair(
             continue
         started = time.monotonic()
         try:
-            roll_out_node(plan, difference, layout, config.verify_timeout_seconds)
+            observations[plan.name] = roll_out_node(plan, difference, layout, config.verify_timeout_seconds)
         except RolloutError as error:
             # Backed off like any failure, a lost node included: a node that times out must not pile up
             # abandoned validations on every pass.
@@ -246,6 +254,11 @@ def roll_out_pair(
             failures[plan.name] = FailedRollout(plan.config_hash, outcome.problem, time.monotonic(), attempts)
             if attempts == 1:  # the same config failing again is not news
                 outcome.events.append(Event.warning(error.reason, str(error)))
+            try:  # what the failure left on the node
+                observations[plan.name] = plan.node.observe()
+            except NodeError as observe_error:
+                node_errors[plan.name] = str(observe_error)
+                observations.pop(plan.name, None)
         else:
             _log_node(pair, plan.name, "applied", difference, started)
             failures.pop(plan.name, None)
@@ -253,11 +266,6 @@ def roll_out_pair(
             outcome.files_changed += len(difference.changed)
             outcome.reloads += [f"{service}@{plan.name}" for service in _reloaded(difference, layout)]
             outcome.events += _applied_events(plan, difference)
-        try:
-            observations[plan.name] = plan.node.observe()
-        except NodeError as error:
-            node_errors[plan.name] = str(error)
-            observations.pop(plan.name, None)
     outcome.reports = [
         NodeReport(
             name=plan.name,

@@ -17,6 +17,7 @@ LAYOUT = NodeLayout(
     nginx_config_path="/etc/nginx/nginx.conf",
     keepalived_config_path="/etc/keepalived/keepalived.conf",
     status_port=18099,
+    nginx_pid_path="/run/nginx.pid",
 )
 NGINX_CONF = ManagedFile("/etc/nginx/nginx.conf", "events {}\n")
 KEEPALIVED_CONF = ManagedFile("/etc/keepalived/keepalived.conf", "global_defs {}\n")

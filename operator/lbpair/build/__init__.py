@@ -84,6 +84,7 @@ def node_layout(spec: PairSpec) -> NodeLayout:
         nginx_config_path=profile.nginx_config_path,
         keepalived_config_path=profile.keepalived_config_path,
         status_port=profile.nginx_status_port,
+        nginx_pid_path=profile.nginx_pid_path,
         directories=(profile.nginx_cache_dir,),
     )
 

@@ -14,8 +14,8 @@ class NodeLayout:
     nginx_config_path: str
     keepalived_config_path: str
     status_port: int
+    nginx_pid_path: str  # reloads HUP the master named here
     directories: tuple[str, ...] = ()  # created before validation: nginx makes only the last level
-    nginx_pid_path: str = "/run/nginx.pid"  # the nodeProfile's nginxPidPath: reloads HUP this master
 
     @property
     def units(self) -> tuple[str, str]:
