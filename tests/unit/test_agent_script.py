@@ -292,7 +292,7 @@ def test_validate_shows_the_validators_the_new_set_at_its_real_paths_and_changes
     tmp_path: Path, overlayfs: bool
 ) -> None:
     if os.geteuid() != 0:
-        pytest.skip("a private mount namespace needs root")
+        pytest.fail("a private mount namespace needs root (CI runs as root)", pytrace=False)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     stand_ins = {"nginx": FAKE_NGINX, **({} if overlayfs else {"mount": NO_OVERLAY_MOUNT})}
@@ -557,7 +557,7 @@ def test_an_uninstall_killed_at_any_step_finishes_when_run_again(tmp_path: Path,
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.fail("mounting a tmpfs needs root (CI runs as root)", pytrace=False)
     mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "lbpair-test", str(mount)], check=True)
@@ -799,7 +799,7 @@ def test_probe_reads_only_a_dump_keepalived_wrote_after_the_signal(
     tmp_path: Path, mode: str, trusted: bool
 ) -> None:
     if os.geteuid() != 0:
-        pytest.skip("a private mount namespace needs root")
+        pytest.fail("a private mount namespace needs root (CI runs as root)", pytrace=False)
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "keepalived").write_text("#!/bin/sh\necho USR1\n")  # --signum=JSON
     (tmp_path / "bin" / "keepalived").chmod(0o755)
