@@ -1,4 +1,4 @@
-"""Benchmarks of the operator on the local control plane and lab: `make bench` (root, ~5 minutes).
+"""Benchmarks of the operator on the local control plane and lab: `make bench` (root, ~12 minutes).
 
 1. apply -> live: a one-VirtualHost change applied with kubectl until both nodes serve it.
 2. failover: nginx stopped on the VIP holder until the client is served through the VIP by the peer, and
@@ -6,9 +6,15 @@
    for tuned ones (VRRPv3, 100 ms adverts, 1 s check, FAULT on failure).
 3. config pushes under load: wrk (keep-alive) and a new-connection loop through the VIP while 20 changes
    are pushed; failed requests of each.
+4. kill storm: the operator SIGKILLed 50 times while pushes to both nodes are in flight, restarted each
+   time; interrupted pushes, partial or mixed file sets on the nodes, passes and seconds to converge
+   (bench/crash.py).
+5. hung node: edit -> live through the VIP of the seed pair while a node of a second pair on the same
+   operator is healthy, and while it hangs mid-command (bench/crash.py).
 
-Each figure is the median (and min/max) over repeated runs. Results go to stdout and bench/results.json.
-Every load is bounded in count and time and only ever targets the lab's VIP.
+Each figure is the median (and min/max) over repeated runs. Results go to stdout and are merged into
+bench/results.json (`--scenarios` runs some of them). Every load is bounded in count and time and only
+ever targets the lab's VIPs.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.crash import hung_node, kill_storm
+from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
 from testbed.cluster import REPO_ROOT, ControlPlane, test_run_dir, tools_bin_dir
 from testbed.lab import Lab
@@ -40,18 +47,10 @@ TUNED_VRRP = {
 }
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-        "runs": len(values),
-    }
-
-
 class Bench:
-    def __init__(self, cluster: ControlPlane, lab: Lab) -> None:
-        self.cluster, self.lab = cluster, lab
+    def __init__(self, cluster: ControlPlane, lab: Lab, operator: OperatorProcess) -> None:
+        self.cluster, self.lab, self.operator = cluster, lab, operator
+        self.namespace, self.pair = NAMESPACE, PAIR
         # Every address comes from the lab's address plan, chosen for this machine at lab start.
         hosts = lab.plan.hosts
         self.vip = str(lab.plan.vip_primary)
@@ -209,12 +208,12 @@ def deployed() -> Iterator[Bench]:
     operator: OperatorProcess | None = None
     try:
         cluster.start()
-        lab = Lab.up(reuse=False)
+        lab = Lab.up(reuse=False, pairs=1)
         kubeconfig = deploy_sample(cluster, lab, NAMESPACE)
-        bench = Bench(cluster, lab)
         operator = OperatorProcess(
             kubeconfig, Path(tempfile.mkdtemp(prefix="lbpair-bench-")) / "operator.log"
         )
+        bench = Bench(cluster, lab, operator)
         operator.start()
         wait_for(bench.ready, timeout=120, what="seed Ready")
         yield bench
@@ -232,23 +231,47 @@ def measure(name: str, action: Callable[[], Any], results: dict[str, Any]) -> No
     print(f"[bench] {name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
 
 
+SCENARIOS = ("apply_to_live", "failover", "pushes_under_load", "kill_storm", "hung_node")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument("--kill-rounds", type=int, default=50, help="operator kills in the kill storm")
+    parser.add_argument("--seed", type=int, default=11, help="seed of the kill storm's kill moments")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args()
+    scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     # A SIGTERM (e.g. from a CI timeout) must still run the teardown in deployed().
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {"runs": args.runs}
     with deployed() as bench:
-        measure("apply_to_live_seconds", lambda: bench.apply_to_live(args.runs), results)
-        # The seed's check script restarts a dead nginx, which (rightly) keeps the VIP where it is.
-        bench.tune({"healthCheck": {"restartNginx": False}})
-        measure("failover_seed_settings", lambda: bench.failover(args.runs), results)
-        measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
-        bench.tune(TUNED_VRRP)
-        measure("failover_tuned_vrrp3_100ms", lambda: bench.failover(args.runs), results)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+        if "apply_to_live" in scenarios:
+            measure("apply_to_live_seconds", lambda: bench.apply_to_live(args.runs), results)
+        if "failover" in scenarios:
+            # The seed's check script restarts a dead nginx, which (rightly) keeps the VIP where it is.
+            bench.tune({"healthCheck": {"restartNginx": False}})
+            measure("failover_seed_settings", lambda: bench.failover(args.runs), results)
+        if "pushes_under_load" in scenarios:
+            measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
+        if "failover" in scenarios:
+            bench.tune(TUNED_VRRP)
+            measure("failover_tuned_vrrp3_100ms", lambda: bench.failover(args.runs), results)
+        if "kill_storm" in scenarios:
+            measure("kill_storm", lambda: kill_storm(bench, args.kill_rounds, args.seed), results)
+        if "hung_node" in scenarios:
+            measure("hung_node_other_pair", lambda: hung_node(bench, args.runs), results)
+    merged = json.loads(args.output.read_text()) if args.output.exists() else {}
+    merged.update(results)
+    args.output.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
 
