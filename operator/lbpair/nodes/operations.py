@@ -17,7 +17,10 @@ from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult, NodeClient, NodeError
 from lbpair.nodes.observe import NodeObservation, parse_probe
 
-AGENT_SCRIPT = resources.files("lbpair.nodes").joinpath("agent.sh").read_bytes()
+# One script on stdin: journal.sh only defines functions, agent.sh sets the state and runs the command.
+AGENT_SCRIPT = b"".join(
+    resources.files("lbpair.nodes").joinpath(part).read_bytes() for part in ("journal.sh", "agent.sh")
+)
 DEFAULT_STATE_DIR = "/var/lib/lbpair"
 PROBE_TIMEOUT_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 30.0
