@@ -34,7 +34,7 @@ from typing import Any
 from bench.crash import hung_node, kill_storm
 from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
-from testbed.cluster import REPO_ROOT, ControlPlane, test_run_dir, tools_bin_dir
+from testbed.cluster import REPO_ROOT, ControlPlane, throwaway_run_dir, tools_bin_dir
 from testbed.lab import Lab
 from testbed.operator import OperatorProcess, attached_object, deploy_sample, wait_for
 from testbed.traffic import RequestLoop
@@ -203,7 +203,7 @@ def parse_wrk(output: str) -> tuple[int, int]:
 
 @contextmanager
 def deployed() -> Iterator[Bench]:
-    cluster = ControlPlane(run_dir=test_run_dir(), bin_dir=tools_bin_dir())
+    cluster = ControlPlane(run_dir=throwaway_run_dir(), bin_dir=tools_bin_dir())
     lab: Lab | None = None
     operator: OperatorProcess | None = None
     try:

@@ -60,7 +60,9 @@ def tools_bin_dir() -> Path:
     return Path(os.environ.get("LBPAIR_CACHE", cache / "lbpair-operator")) / "bin"
 
 
-def test_run_dir() -> Path:
+def throwaway_run_dir() -> Path:
+    """A fresh run directory for a control plane that lives as long as one test session or benchmark
+    (`stop_test_control_planes` finds the ones a crash left behind by their prefix)."""
     return Path(tempfile.mkdtemp(prefix=TEST_RUN_PREFIX))
 
 

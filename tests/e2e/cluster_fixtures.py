@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from testbed.cluster import ControlPlane, test_run_dir, tools_bin_dir
+from testbed.cluster import ControlPlane, throwaway_run_dir, tools_bin_dir
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +15,7 @@ def cluster() -> Iterator[ControlPlane]:
     bin_dir = tools_bin_dir()
     if not (bin_dir / "kube-apiserver").exists():
         pytest.fail(f"{bin_dir}/kube-apiserver missing: `make test` builds it (hack/build-tools.sh)")
-    plane = ControlPlane(run_dir=test_run_dir(), bin_dir=bin_dir)
+    plane = ControlPlane(run_dir=throwaway_run_dir(), bin_dir=bin_dir)
     try:
         plane.start()
         yield plane
