@@ -10,7 +10,10 @@ Every live file must match the manifest, or (a committed journal) the old or the
 path, and the config the node will hold once recovered must be the previous or the new desired one.
 After the restart, the passes until the pair converges come from the operator log (one line per pass), and
 each node is checked again: the manifest's files all there with their recorded hashes, the manifest the
-desired config (status appliedConfigHash), `live` saying so, nginx and keepalived running.
+desired config (status appliedConfigHash), `live` saying so, nginx and keepalived running. (A journal
+shows only if the kill cuts an agent command itself; a command the killed operator had started runs on
+to its end on the node unless it writes to the dropped connection, so most kills fall between commands:
+staged but not swapped, swapped but not verified, or one node done and the other not yet started.)
 
 Hung node: a second pair (lb3, lb4) on the same operator; the seed pair's edit -> served through its VIP,
 measured with lb4 healthy and with lb4's management network blackholed while the operator's probe of it
@@ -247,6 +250,24 @@ class KillStorm:
         outcomes = self.passes_since(offset)
         return outcomes if outcomes and outcomes[-1] in CONVERGED_OUTCOMES and self.converged() else []
 
+    def diagnosis(self, record: Round, offset: int) -> str:
+        """What a user would look at when the pair does not converge: status, the edited object, the
+        nodes (as they were right after the kill, and now), the restarted operator's passes."""
+        upstream = json.loads(self.bench.kubectl("get", "upstream", "lb-oa", "-o", "json"))
+        lines = [
+            f"pair conditions: {json.dumps(self.bench.status().get('conditions', []))}",
+            f"lb-oa generation {upstream['metadata']['generation']}, spec {json.dumps(upstream['spec'])}",
+            f"lb-oa status: {json.dumps(upstream.get('status', {}))}",
+            f"kill at +{record.delay_seconds:.2f} s; prior config hashes {record.prior}",
+        ]
+        now = snapshot_nodes(self.bench)
+        for node, snapshot in record.killed.items():
+            lines.append(f"{node} after the kill: {snapshot.state}, config {snapshot.recovered_hash[:12]}")
+            lines.append(f"{node} now: {now[node].state}, config {config_hash(now[node].manifest)[:12]}")
+        lines.append(f"passes since the restart: {self.passes_since(offset)}")
+        lines.append(f"operator log: {self.bench.operator.log_path}")
+        return "\n".join(lines)
+
     def edit(self, number: int) -> None:
         """A new weight for be1 in lb-oa (earlier scenarios use 1 and 2): a new config for both nodes."""
         backends = self.bench.backends
@@ -278,12 +299,15 @@ class KillStorm:
         offset = len(operator.log())
         restarted = time.monotonic()
         operator.start()
-        record.outcomes = wait_for(
-            lambda: self.converging_passes(offset),
-            timeout=CONVERGE_TIMEOUT_SECONDS,
-            interval=0.05,
-            what=f"kill {number + 1}: the pair converged after the restart",
-        )
+        try:
+            record.outcomes = wait_for(
+                lambda: self.converging_passes(offset),
+                timeout=CONVERGE_TIMEOUT_SECONDS,
+                interval=0.05,
+                what=f"kill {number + 1}: the pair converged after the restart",
+            )
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n{self.diagnosis(record, offset)}") from None
         record.converge_seconds = time.monotonic() - restarted
         record.desired = self.applied_hashes()
         record.converged = snapshot_nodes(self.bench)
