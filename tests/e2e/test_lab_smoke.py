@@ -189,6 +189,8 @@ def test_keepalived_failover_keeps_the_vip_serving(lab: Lab, node_shell: ShellFa
             wait_for(lambda: lab.vip_holders(vip) == ["lb2"], timeout=10, what="the VIP to move to lb2")
             moved_after = time.monotonic() - stop_issued
             time.sleep(1.0)
+            # Enough requests to mean something, however slow the machine is right now.
+            wait_for(lambda: len(requests.responses) >= 20, timeout=20, what="20 requests through the VIP")
         backends = sorted({response.body.split()[0] for response in requests.responses if response.succeeded})
         slowest = max(response.seconds for response in requests.responses)
         print(
