@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,8 @@ class OperatorProcess:
     kubeconfig: Path
     log_path: Path
     probe_interval_seconds: float = 1.0
+    settings: dict[str, str] = field(default_factory=dict)
+    """More LBPAIR_* variables for the operator (lbpair.config), e.g. {"LBPAIR_RETRY_SECONDS": "5"}."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -245,6 +247,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONPATH": f"{REPO_ROOT / 'operator'}",
             "LBPAIR_PROBE_INTERVAL_SECONDS": str(self.probe_interval_seconds),
+            **self.settings,
         }
         command = [
             sys.executable,

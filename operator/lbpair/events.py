@@ -42,9 +42,9 @@ class PairObservation:
         )
 
 
-def transition_events(before: PairObservation, health: PairHealth) -> list[Event]:
-    """FailoverDetected, SplitBrain, NodeUnreachable and NodeRecovered, each on the pass that sees it."""
-    after = PairObservation.of(health)
+def transition_events(before: PairObservation, after: PairObservation, health: PairHealth) -> list[Event]:
+    """FailoverDetected, SplitBrain, NodeUnreachable and NodeRecovered, each on the pass that sees it
+    (`after` is `PairObservation.of(health)`)."""
     events = []
     for vip, holders in health.holders.items():
         previous = before.holders.get(vip)

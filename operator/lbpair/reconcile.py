@@ -165,8 +165,9 @@ class Reconciler:
             config=self._config,
         )
         health = assess_pair(build.vips, rollout.reports, rollout.problem, at=now)
-        events = [*rollout.events, *transition_events(memory.observed, health)]
-        memory.observed = PairObservation.of(health)
+        observed = PairObservation.of(health)
+        events = [*rollout.events, *transition_events(memory.observed, observed, health)]
+        memory.observed = observed
         memory.applied_hashes.update((r.name, r.applied_hash) for r in rollout.reports if r.applied_hash)
         self._write_pair_status(
             key, memory, pair_status(build, health, memory.applied_hashes, memory.status, now)

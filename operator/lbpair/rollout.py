@@ -134,7 +134,7 @@ def roll_out_node(
     """Apply `plan` on its node and return the node as verified (so the pass need not probe it again);
     raises a RolloutError saying how far it got."""
     node = plan.node
-    services = layout.services_for(difference.changed) if difference.changed else list(layout.units)
+    services = reloaded_services(difference, layout)
     if difference.changed:
         try:
             node.stage(plan.files, difference.changed)  # ships only what differs
@@ -264,7 +264,7 @@ def roll_out_pair(
             failures.pop(plan.name, None)
             programmed.add(plan.name)
             outcome.files_changed += len(difference.changed)
-            outcome.reloads += [f"{service}@{plan.name}" for service in _reloaded(difference, layout)]
+            outcome.reloads += [f"{service}@{plan.name}" for service in reloaded_services(difference, layout)]
             outcome.events += _applied_events(plan, difference)
     outcome.reports = [
         NodeReport(
@@ -291,7 +291,8 @@ def _log_node(pair: str, node: str, outcome: str, difference: Difference, starte
     )
 
 
-def _reloaded(difference: Difference, layout: NodeLayout) -> list[str]:
+def reloaded_services(difference: Difference, layout: NodeLayout) -> list[str]:
+    """The services whose files changed; both when only the live state is unverified."""
     return layout.services_for(difference.changed) if difference.changed else list(layout.units)
 
 

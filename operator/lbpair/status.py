@@ -73,25 +73,34 @@ def vrrp_state(keepalived_state: str) -> VrrpState:
 def rejected_pair_status(rejection: PairRejected, previous: PairStatus | None, at: str) -> PairStatus:
     """Nothing can be probed without a usable spec or key: Ready and Programmed say why, the rest of the
     status stays as last seen."""
-    base = previous or PairStatus()
     rejected = [
         Condition.of(condition_type, False, rejection.reason, rejection.message, at=at)
         for condition_type in ("Ready", "Programmed")
     ]
-    kept = [c for c in base.conditions if c.type not in ("Ready", "Programmed")]
-    conditions = with_transitions([*rejected, *kept], base.conditions, rejection.generation)
-    return base.model_copy(
-        update={"observed_generation": rejection.generation, "conditions": conditions, "kopf": None}
-    )
+    kept = [c for c in previous.conditions if c.type not in ("Ready", "Programmed")] if previous else []
+    return _with_conditions(previous, [*rejected, *kept], rejection.generation)
 
 
 def failed_pass_status(previous: PairStatus | None, generation: int, error: str, at: str) -> PairStatus:
     """A pass that failed unexpectedly: every condition Unknown with the error, the rest as last seen."""
+    types = [c.type for c in previous.conditions] if previous else []
+    unknown = [
+        Condition.unknown(condition_type, "PassFailed", error, at=at)
+        for condition_type in types or ["Ready", "Programmed", "Degraded", "SplitBrain"]
+    ]
+    return _with_conditions(previous, unknown, generation)
+
+
+def _with_conditions(previous: PairStatus | None, conditions: list[Condition], generation: int) -> PairStatus:
+    """The last status seen (nothing could be probed) with new conditions for `generation`."""
     base = previous or PairStatus()
-    types = [c.type for c in base.conditions] or ["Ready", "Programmed", "Degraded", "SplitBrain"]
-    unknown = [Condition.unknown(condition_type, "PassFailed", error, at=at) for condition_type in types]
-    conditions = with_transitions(unknown, base.conditions, generation)
-    return base.model_copy(update={"observed_generation": generation, "conditions": conditions, "kopf": None})
+    return base.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": with_transitions(conditions, base.conditions, generation),
+            "kopf": None,
+        }
+    )
 
 
 def same_but_probe_times(status: PairStatus, other: PairStatus | None) -> bool:

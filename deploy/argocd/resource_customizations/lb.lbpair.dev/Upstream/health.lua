@@ -1,5 +1,6 @@
--- Argo CD health of a lb.lbpair.dev Upstream, from the status its pair's operator writes:
--- Accepted (valid, attached, references resolve) and Programmed (live on every node of the pair).
+-- Argo CD health of a lb.lbpair.dev Upstream or VirtualHost (one script, linked from both kinds), from
+-- the status its pair's operator writes: Accepted (valid, attached, references resolve) and Programmed
+-- (live on every node of the pair).
 -- Argo CD runs custom checks with only the base and table libraries (no string, no math), so this
 -- script uses plain comparisons and `..` alone.
 local hs = {}
