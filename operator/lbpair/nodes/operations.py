@@ -1,7 +1,7 @@
 """What the operator does to a node, one SSH round trip each, built on the node agent (agent.sh).
 
 `observe_*` read (after finishing any change an interrupted command left half done); `push_*`,
-`apply_*`, `restore_*`, `recover` and `uninstall_*` change the node; `build_*` are pure.
+`apply_*`, `restore_*` and `uninstall_*` change the node; `build_*` are pure.
 """
 
 from __future__ import annotations
@@ -166,12 +166,6 @@ def restore_last_good(client: NodeClient) -> None:
     once). Also right after a swap whose services were never verified, e.g. the operator stopped between
     swap and reload."""
     _checked(_agent(client, "restore"), "restoring last-known-good config")
-
-
-def recover(client: NodeClient) -> None:
-    """Finish or undo whatever change to the live files an interrupted command left (every other agent
-    command does this first as well)."""
-    _checked(_agent(client, "recover"), "recovering the node's files")
 
 
 def uninstall_managed(client: NodeClient, *units: str) -> None:
