@@ -24,7 +24,9 @@ class OperatorConfig:
     probe_interval_seconds: float = 2.0
     """A pass runs at least this often, which is how failovers, drift and recovered nodes are noticed."""
     coalesce_seconds: float = 0.3
-    """After a change, wait this long for more before a pass: a burst of edits makes one push."""
+    """After a change, a pass waits until no other change has come for this long: a burst makes one push."""
+    coalesce_max_seconds: float = 3.0
+    """... but no longer than this after the first change, so a steady stream of edits still goes live."""
     retry_seconds: float = 60.0
     """A config a node refused is retried after this long, then twice as long each time, ..."""
     max_retry_seconds: float = 900.0
@@ -44,12 +46,17 @@ class OperatorConfig:
             if variable in environment:
                 values[config_field.name] = _positive_seconds(variable, environment[variable])
         config = cls(**values)
-        if config.max_retry_seconds < config.retry_seconds:
-            raise ConfigError(
-                f"{PREFIX}MAX_RETRY_SECONDS ({config.max_retry_seconds:g}) must not be below "
-                f"{PREFIX}RETRY_SECONDS ({config.retry_seconds:g})"
-            )
+        for longest, shortest in _UPPER_BOUNDS:
+            if getattr(config, longest) < getattr(config, shortest):
+                raise ConfigError(
+                    f"{PREFIX}{longest.upper()} ({getattr(config, longest):g}) must not be below "
+                    f"{PREFIX}{shortest.upper()} ({getattr(config, shortest):g})"
+                )
         return config
+
+
+_UPPER_BOUNDS = (("max_retry_seconds", "retry_seconds"), ("coalesce_max_seconds", "coalesce_seconds"))
+"""(a bound, what it bounds): a bound below its value would silently win."""
 
 
 def _positive_seconds(variable: str, text: str) -> float:

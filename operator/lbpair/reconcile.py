@@ -13,7 +13,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,8 +77,15 @@ class PairMemory:
 class Reconciler:
     """Long-lived state shared by all passes: the node factory, the status sink, per-pair memory."""
 
-    def __init__(self, nodes: NodeFactory, status: StatusSink, config: OperatorConfig) -> None:
+    def __init__(
+        self,
+        nodes: NodeFactory,
+        status: StatusSink,
+        config: OperatorConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._nodes, self._status, self._config = nodes, status, config
+        self._clock = clock  # times rollout backoffs; a test advances it instead of sleeping
         self._memory: dict[ObjectRef, PairMemory] = {}
         self._lock = threading.Lock()
 
@@ -163,6 +170,7 @@ class Reconciler:
             layout=build.layout,
             failures=memory.failures,
             config=self._config,
+            clock=self._clock,
         )
         health = assess_pair(build.vips, rollout.reports, rollout.problem, at=now)
         observed = PairObservation.of(health)

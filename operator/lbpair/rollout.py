@@ -15,7 +15,7 @@ import dataclasses
 import ipaddress
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -190,7 +190,7 @@ class FailedRollout:
 
     config_hash: str
     problem: RolloutProblem
-    at: float  # time.monotonic()
+    at: float  # the rollout clock's reading (time.monotonic() in the operator)
     attempts: int
 
     def due(self, config: OperatorConfig, now: float) -> bool:
@@ -219,6 +219,7 @@ def roll_out_pair(
     layout: NodeLayout,
     failures: dict[str, FailedRollout],
     config: OperatorConfig,
+    clock: Callable[[], float],
 ) -> PairRollout:
     """Roll out every node whose files or live state differ, in order, stopping at the first failure.
 
@@ -237,7 +238,7 @@ def roll_out_pair(
         if outcome.problem:
             continue  # an earlier node failed: leave this one as it is
         refused = failures.get(plan.name)
-        if refused and refused.config_hash == plan.config_hash and not refused.due(config, time.monotonic()):
+        if refused and refused.config_hash == plan.config_hash and not refused.due(config, clock()):
             outcome.problem = refused.problem
             continue
         started = time.monotonic()
@@ -251,7 +252,7 @@ def roll_out_pair(
             previous = failures.get(plan.name)
             same = previous is not None and previous.config_hash == plan.config_hash
             attempts = previous.attempts + 1 if previous and same else 1
-            failures[plan.name] = FailedRollout(plan.config_hash, outcome.problem, time.monotonic(), attempts)
+            failures[plan.name] = FailedRollout(plan.config_hash, outcome.problem, clock(), attempts)
             if attempts == 1:  # the same config failing again is not news
                 outcome.events.append(Event.warning(error.reason, str(error)))
             try:  # what the failure left on the node

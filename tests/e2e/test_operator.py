@@ -299,8 +299,7 @@ def test_a_burst_of_changes_is_coalesced_into_few_pushes(deployment: Deployment)
         for index in range(10)
     ]
     try:
-        for document in burst:  # ten separate API writes, as a GitOps sync or a script would make them
-            deployment.apply([document])
+        deployment.apply(burst)  # ten separate API writes from one client, as a GitOps sync makes them
         deployment.wait_ready()
         wait_for(
             lambda: deployment.lab.http_get_via(deployment.vip, "burst-9.example.com", "/").succeeded,

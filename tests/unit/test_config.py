@@ -26,6 +26,7 @@ def test_each_field_is_read_from_its_variable() -> None:
         ({"LBPAIR_PROBE_INTERVAL_SECONDS": "0"}, "LBPAIR_PROBE_INTERVAL_SECONDS='0' must be a positive"),
         ({"LBPAIR_VERIFY_TIMEOUT_SECONDS": "nan"}, "LBPAIR_VERIFY_TIMEOUT_SECONDS='nan' must be a positive"),
         ({"LBPAIR_MAX_RETRY_SECONDS": "10"}, "LBPAIR_MAX_RETRY_SECONDS (10) must not be below"),
+        ({"LBPAIR_COALESCE_SECONDS": "5"}, "LBPAIR_COALESCE_MAX_SECONDS (3) must not be below"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(environment: dict[str, str], named: str) -> None:

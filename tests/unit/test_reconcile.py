@@ -4,7 +4,6 @@ paths that a real nginx is hard to drive into on demand."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -40,6 +39,20 @@ class RecordingSink:
 
 
 @dataclass
+class FakeClock:
+    """The rollout backoff's clock: moves only when a test says so, so a slow machine cannot change a
+    test's outcome."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
 class World:
     """The seed pair, its two fake nodes (lb1 holds the VIP), and what the operator wrote."""
 
@@ -48,6 +61,7 @@ class World:
     lb2: FakeNode
     sink: RecordingSink
     reconciler: Reconciler
+    clock: FakeClock
 
     def run_pass(self) -> list[Event]:
         return self.reconciler.run_pass(self.resources.resources())
@@ -63,8 +77,9 @@ def make_world(**config: float) -> World:
     lb2 = FakeNode("lb2", addresses={"198.51.100.12/24"})
     sink = RecordingSink()
     settings = OperatorConfig(**{"verify_timeout_seconds": 0.3, **config})
-    reconciler = Reconciler(FakeNodes({"lb1": lb1, "lb2": lb2}), sink, settings)
-    return World(sample("seed-tutorial.yaml"), lb1, lb2, sink, reconciler)
+    clock = FakeClock()
+    reconciler = Reconciler(FakeNodes({"lb1": lb1, "lb2": lb2}), sink, settings, clock)
+    return World(sample("seed-tutorial.yaml"), lb1, lb2, sink, reconciler, clock)
 
 
 @pytest.fixture
@@ -126,13 +141,14 @@ def test_config_the_node_refuses_leaves_both_nodes_as_they_were_and_is_not_retri
 
 
 def test_a_refused_config_is_retried_after_its_backoff_and_the_backoff_grows() -> None:
-    world = make_world(retry_seconds=0.05, max_retry_seconds=10)
+    world = make_world(retry_seconds=5, max_retry_seconds=100)
     world.lb2.failing["validate"] = ValidationFailedError(REFUSAL)
     world.run_pass()
-    time.sleep(0.06)
+    world.clock.advance(5)
 
     world.run_pass()  # due: pushed again, refused again
-    world.run_pass()  # now the backoff is 0.1 s: not yet
+    world.clock.advance(9)
+    world.run_pass()  # now the backoff is 10 s: not yet
 
     assert world.lb2.calls.count("validate") == 2
 
@@ -211,10 +227,11 @@ def test_a_failed_restore_is_reported_as_such(world: World) -> None:
 
 
 def test_node_lost_while_staging_stops_the_rollout_and_backs_off_like_any_failure() -> None:
-    world = make_world(retry_seconds=0.05)
+    world = make_world(retry_seconds=5)
     world.lb2.failing_once["stage"] = NodeUnreachableError("203.0.113.12:22: connection reset")
 
     first = world.run_pass()
+    world.clock.advance(4.9)
     world.run_pass()  # within the backoff: not pushed again
 
     assert reasons(first) == ["NodeUnreachable lb2"]
@@ -223,7 +240,7 @@ def test_node_lost_while_staging_stops_the_rollout_and_backs_off_like_any_failur
     assert world.lb2.calls.count("stage") == 1
     assert world.condition("Programmed")[:2] == ("False", "NodeUnreachable")
     assert "lb2: lost during rollout" in world.condition("Programmed")[2]
-    time.sleep(0.06)
+    world.clock.advance(0.1)
     events = world.run_pass()
     assert reasons(events) == ["Applied lb2", "Applied lb1"]
 

@@ -195,8 +195,7 @@ async def converge(
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             await _wait_for_change(wakeup, stopped, memo.config.probe_interval_seconds)
             if wakeup.is_set():
-                # Let a burst of edits land before rendering: one push for the lot.
-                await asyncio.sleep(memo.config.coalesce_seconds)
+                await _wait_for_quiet(wakeup, memo.config)
     finally:
         memo.wakeups.forget(key)
         pass_thread.shutdown(wait=False, cancel_futures=True)
@@ -220,6 +219,22 @@ class Indexes:
             return next(iter(store.get(key, [])), None)
 
         return lookup
+
+
+async def _wait_for_quiet(wakeup: asyncio.Event, config: OperatorConfig) -> None:
+    """Let a burst of edits land before rendering, so it makes one push: wait until no change has come for
+    `coalesce_seconds`, but no longer than `coalesce_max_seconds`, so a steady stream still gets passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.coalesce_max_seconds
+    while True:
+        wakeup.clear()
+        quiet_for = min(config.coalesce_seconds, deadline - loop.time())
+        if quiet_for <= 0:
+            return
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout=quiet_for)
+        except TimeoutError:
+            return  # quiet
 
 
 async def _wait_for_change(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
