@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from lbpair.health import PairHealth
 from lbpair.model.status import MESSAGE_LIMIT, AttachedStatus, find_condition, truncate
+from lbpair.render.model import ObjectKey
 
 
 @dataclass(frozen=True)
@@ -15,14 +16,16 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    regarding: ObjectKey | None = None
+    """The attached object the event is about, posted in its namespace for its owners; None: the pair."""
 
     @classmethod
     def normal(cls, reason: str, message: str) -> Event:
         return cls("Normal", reason, truncate(message, MESSAGE_LIMIT))
 
     @classmethod
-    def warning(cls, reason: str, message: str) -> Event:
-        return cls("Warning", reason, truncate(message, MESSAGE_LIMIT))
+    def warning(cls, reason: str, message: str, regarding: ObjectKey | None = None) -> Event:
+        return cls("Warning", reason, truncate(message, MESSAGE_LIMIT), regarding)
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,11 @@ def rejection_event(before: str, problem: str) -> list[Event]:
 
 
 def attached_rejection_event(
-    key: str, previous: AttachedStatus | None, current: AttachedStatus
+    key: ObjectKey, previous: AttachedStatus | None, current: AttachedStatus
 ) -> list[Event]:
-    """An Upstream or VirtualHost the pair leaves out: once when it becomes unaccepted."""
+    """An Upstream or VirtualHost the pair leaves out: once when it becomes unaccepted, on the object."""
     accepted = find_condition(current.conditions, "Accepted")
     before = find_condition(previous.conditions, "Accepted") if previous else None
     if accepted is None or accepted.status == "True" or (before is not None and before.status == "False"):
         return []
-    return [Event.warning("Rejected", f"{key}: {accepted.message}")]
+    return [Event.warning("Rejected", accepted.message, regarding=key)]

@@ -13,7 +13,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,13 +31,25 @@ from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
 from lbpair.health import assess_pair
+from lbpair.isolation import bisect, blame
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, timestamp
+from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
+from lbpair.nodes.observe import NodeObservation
+from lbpair.nodes.operations import ValidationFailedError
 from lbpair.nodes.ssh import SSHTarget
 from lbpair.render import render_pair
 from lbpair.render.model import ObjectKey
-from lbpair.rollout import FailedRollout, NodePlan, observe_all, roll_out_pair
+from lbpair.rollout import (
+    ConfigRejectedError,
+    FailedRollout,
+    NodePlan,
+    PairRollout,
+    compare,
+    observe_all,
+    roll_out_pair,
+)
 from lbpair.status import (
     attached_status,
     failed_pass_status,
@@ -47,6 +59,9 @@ from lbpair.status import (
 )
 
 log = logging.getLogger(__name__)
+ISOLATION_ROUNDS = 8
+"""Refusals a pass isolates before it gives up for now (nginx -t stops at the first error it meets); the
+next pass goes on from there."""
 
 
 class StatusSink(Protocol):
@@ -72,6 +87,32 @@ class PairMemory:
     status_written_at: float | None = None  # time.monotonic()
     attached: dict[ObjectKey, AttachedStatus] = field(default_factory=dict)
     parsed: ParseCache = field(default_factory=ParseCache)
+    refusals: dict[ObjectKey, Refusal] = field(default_factory=dict)
+
+    def refusals_in_force(self, resources: PairResources) -> dict[ObjectKey, str]:
+        """Forgets the refusals of objects that changed (or went away) or of a pair that changed: those are
+        tried again. The rest stay left out, with why."""
+        generations = resources.generations()
+        pair_generation = generations.pop(None)
+        self.refusals = {
+            key: refusal
+            for key, refusal in self.refusals.items()
+            if generations.get(key) == refusal.generation and refusal.pair_generation == pair_generation
+        }
+        return self.left_out()
+
+    def left_out(self) -> dict[ObjectKey, str]:
+        return {key: refusal.message for key, refusal in self.refusals.items()}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An attached object a node's validators refused: left out, and not tried again on a timer (which would
+    hold up everyone else's changes), but as soon as it or its pair changes."""
+
+    generation: int
+    pair_generation: int
+    message: str
 
 
 class Reconciler:
@@ -140,7 +181,7 @@ class Reconciler:
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float
     ) -> list[Event]:
         now = timestamp(datetime.datetime.now(datetime.UTC))
-        build = build_pair(resources, memory.parsed)
+        build = build_pair(resources, memory.parsed, memory.refusals_in_force(resources))
         memory.secrets = build.secrets_used
         if isinstance(build, PairRejected):
             events = rejection_event(memory.problem, build.message)
@@ -155,26 +196,10 @@ class Reconciler:
             return events
         memory.problem = ""
         nodes = connect(self._nodes, build)
-        rendered = render_pair(build.state)
-        plans = [
-            NodePlan(nodes[name], tuple(r.files.values()), r.config_hash, r.nginx_hash)
-            for name, r in rendered.items()
-        ]
-        observations, errors = observe_all(list(nodes.values()))
-        rollout = roll_out_pair(
-            plans,
-            observations,
-            errors,
-            pair=str(key),
-            vips=build.vips,
-            layout=build.layout,
-            failures=memory.failures,
-            config=self._config,
-            clock=self._clock,
-        )
+        build, rollout, events = self._roll_out(key, build, resources, nodes, memory)
         health = assess_pair(build.vips, rollout.reports, rollout.problem, at=now)
         observed = PairObservation.of(health)
-        events = [*rollout.events, *transition_events(memory.observed, observed, health)]
+        events += transition_events(memory.observed, observed, health)
         memory.observed = observed
         memory.applied_hashes.update((r.name, r.applied_hash) for r in rollout.reports if r.applied_hash)
         self._write_pair_status(
@@ -186,7 +211,7 @@ class Reconciler:
             status = attached_status(
                 build, health, item, included=item.key in included, previous=previous, at=now
             )
-            events += attached_rejection_event(str(item.key), previous, status)
+            events += attached_rejection_event(item.key, previous, status)
             if status != previous:
                 self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
                 written += 1
@@ -198,6 +223,96 @@ class Reconciler:
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
         return events
+
+    def _roll_out(
+        self,
+        key: ObjectRef,
+        build: PairBuild,
+        resources: PairResources,
+        nodes: Mapping[str, Node],
+        memory: PairMemory,
+    ) -> tuple[PairBuild, PairRollout, list[Event]]:
+        """Roll the build out; while a node's validators refuse it for attached objects' sake, leave those
+        out and roll out the rest. Returns the build that went out, its rollout, and the events."""
+        observations, errors = observe_all(list(nodes.values()))
+        events: list[Event] = []
+        for attempt in range(1, ISOLATION_ROUNDS + 1):
+            rollout = roll_out_pair(
+                plans_for(build, nodes),
+                observations,
+                errors,
+                pair=str(key),
+                vips=build.vips,
+                layout=build.layout,
+                failures=memory.failures,
+                config=self._config,
+                clock=self._clock,
+            )
+            refused = attempt < ISOLATION_ROUNDS and self._refused_objects(
+                build,
+                rollout.refused_by,
+                resources=resources,
+                nodes=nodes,
+                observations=observations,
+                memory=memory,
+            )
+            if not refused:
+                break
+            # The tenants' objects are at fault, not the pair: their own status and events say so.
+            events += [event for event in rollout.events if event.reason != ConfigRejectedError.reason]
+            generations = {item.key: item.generation for item in build.attached}
+            for refused_key, message in refused.items():
+                memory.refusals[refused_key] = Refusal(generations[refused_key], build.generation, message)
+                log.info("pass pair=%s left out %s: %s", key, refused_key, message)
+            build = rebuild(resources, memory.parsed, memory.left_out())
+        return build, rollout, events + rollout.events
+
+    def _refused_objects(
+        self,
+        build: PairBuild,
+        refusal: ConfigRejectedError | None,
+        *,
+        resources: PairResources,
+        nodes: Mapping[str, Node],
+        observations: Mapping[str, NodeObservation],
+        memory: PairMemory,
+    ) -> dict[ObjectKey, str]:
+        """The attached objects the refusing node's validators blame: by the files their output names, or
+        else by bisecting what changed on that node; empty when the pair's own settings are at fault."""
+        if refusal is None or refusal.node not in observations:
+            return {}
+        prefix = f"refused by the validators on {refusal.node}: "
+        sources = build.state.sources_by_path()
+        blamed = blame(refusal.output, sources)
+        if blamed:
+            return {object_key: prefix + lines for object_key, lines in blamed.items()}
+        node, observation = nodes[refusal.node], observations[refusal.node]
+        changed = compare(observation, plans_for(build, {node.name: node})[0]).changed
+        suspects = sorted({key for path in changed for key in sources.get(path, ())})
+
+        def refuses(left_out: Collection[ObjectKey]) -> str | None:
+            candidate = rebuild(
+                resources, memory.parsed, {**memory.left_out(), **dict.fromkeys(left_out, "")}
+            )
+            plan = plans_for(candidate, {node.name: node})[0]
+            try:
+                node.stage(plan.files, compare(observation, plan).changed)
+                node.validate()
+            except ValidationFailedError as error:
+                return str(error)
+            return None
+
+        try:
+            found = bisect(suspects, refusal.output, refuses)
+        except NodeError as error:  # cannot tell: the refusal stands for the whole pair, retried on backoff
+            log.warning(
+                "pair=%s: bisecting the refused config on %s failed: %s",
+                build.pair.metadata.name,
+                node.name,
+                error,
+            )
+            return {}
+        return {found[0]: prefix + found[1]} if found else {}
 
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()
@@ -226,6 +341,23 @@ class Reconciler:
             with self._lock:
                 self._memory.pop(key, None)
         return pending
+
+
+def rebuild(resources: PairResources, cache: ParseCache, left_out: Mapping[ObjectKey, str]) -> PairBuild:
+    """The pass's build again, leaving out other attached objects."""
+    build = build_pair(resources, cache, left_out)
+    if isinstance(build, PairRejected):  # only attached objects differ from the pass's own, accepted build
+        raise TypeError(f"the pair's rebuild was rejected: {build.message}")
+    return build
+
+
+def plans_for(build: PairBuild, nodes: Mapping[str, Node]) -> list[NodePlan]:
+    """What each of `nodes` should run for `build`, in the pair's node order."""
+    return [
+        NodePlan(nodes[name], tuple(r.files.values()), r.config_hash, r.nginx_hash)
+        for name, r in render_pair(build.state).items()
+        if name in nodes
+    ]
 
 
 def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, Node]:

@@ -92,6 +92,7 @@ class ConfigRejectedError(RolloutError):
 
     def __init__(self, node: str, output: str) -> None:
         super().__init__(f"{node}: config rejected by the node: {output}")
+        self.node, self.output = node, output
 
 
 class RolloutFailedError(RolloutError):
@@ -207,6 +208,8 @@ class PairRollout:
     events: list[Event] = field(default_factory=list)
     reloads: list[str] = field(default_factory=list)  # "<service>@<node>", for the pass's log line
     files_changed: int = 0
+    refused_by: ConfigRejectedError | None = None
+    """When the problem is a node's validators refusing the config: which node, and their output."""
 
 
 def roll_out_pair(
@@ -249,6 +252,7 @@ def roll_out_pair(
             # abandoned validations on every pass.
             _log_node(pair, plan.name, error.reason, difference, started)
             outcome.problem = RolloutProblem(error.reason, str(error))
+            outcome.refused_by = error if isinstance(error, ConfigRejectedError) else None
             previous = failures.get(plan.name)
             same = previous is not None and previous.config_hash == plan.config_hash
             attempts = previous.attempts + 1 if previous and same else 1

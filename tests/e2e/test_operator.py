@@ -7,9 +7,12 @@ through the VIP, `kubectl get`, status conditions, events, and files on the node
 
 from __future__ import annotations
 
+import copy
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +24,6 @@ from testbed.operator import (
     OperatorProcess,
     attached_object,
     deploy_sample,
-    load_sample_on_lab,
     wait_for,
 )
 from testbed.traffic import RequestLoop
@@ -33,6 +35,7 @@ PAIR = "seed"
 STATE_FILE = "/var/lib/lbpair/manifest"
 VHOST_FILE = f"/etc/nginx/lbpair/vhost_{NAMESPACE}_www.conf"
 TO_LB_OA = {"path": "/", "upstreamRef": {"name": "lb-oa"}}
+SHOP_CERTIFICATE = Path(__file__).parents[1] / "golden" / "inputs" / "shop-tls.crt"
 
 
 class Deployment:
@@ -73,6 +76,23 @@ class Deployment:
             what=f"{condition_type} {field}={value}",
         )
         return condition
+
+    def wait_attached_condition(
+        self, plural: str, name: str, condition_type: str, status: str, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Until the Upstream's or VirtualHost's condition has `status`; returns the condition."""
+
+        def condition() -> dict[str, Any]:
+            document = json.loads(self.kubectl("get", plural, name, "-o", "json"))
+            found = [
+                c for c in document.get("status", {}).get("conditions", []) if c["type"] == condition_type
+            ]
+            return dict(found[0]) if found and found[0]["status"] == status else {}
+
+        found: dict[str, Any] = wait_for(
+            condition, timeout=timeout, what=f"{plural}/{name} {condition_type}={status}"
+        )
+        return found
 
     def holders(self) -> str:
         return str(self.pair().get("status", {}).get("vipHolders", ""))
@@ -212,32 +232,77 @@ def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(depl
     deployment.wait_ready()
 
 
-def test_config_that_nginx_rejects_is_never_applied_and_traffic_keeps_flowing(deployment: Deployment) -> None:
-    # Valid for the schema, refused by nginx -t: the name does not resolve on the nodes.
-    unresolvable = {"method": "IPHash", "servers": [{"address": "backend.invalid", "port": 80}]}
-    upstream = attached_object("Upstream", NAMESPACE, "lb-www", PAIR, unresolvable)
-    original = load_sample_on_lab(deployment.lab)
-    original_upstream = next(
-        d for d in original if d["kind"] == "Upstream" and d["metadata"]["name"] == "lb-www"
+def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_live(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Valid for the schema, refused by nginx -t: a renewed certificate saved with the wrong key.
+    wrong_key = tmp_path / "wrong.key"
+    subprocess.run(
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            str(wrong_key),
+        ],
+        check=True,
+        capture_output=True,
     )
-    live_before = deployment.node_file("lb1", f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
-    with RequestLoop(deployment.lab, host="oa.example.com", interval=0.1, max_seconds=20) as requests:
+    mismatched = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "mismatched-tls", "namespace": NAMESPACE},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": SHOP_CERTIFICATE.read_text(), "tls.key": wrong_key.read_text()},
+    }
+    refused = attached_object(
+        "VirtualHost",
+        NAMESPACE,
+        "renewed-shop",
+        PAIR,
+        {
+            "serverNames": ["renewed.example.com"],
+            "listen": [{"port": 443, "protocol": "HTTPS"}],
+            "tls": {"secretName": "mismatched-tls"},
+            "locations": [TO_LB_OA],
+        },
+    )
+    spec = json.loads(deployment.kubectl("get", "virtualhost", "www", "-o", "json"))["spec"]
+    www_before = attached_object("VirtualHost", NAMESPACE, "www", PAIR, copy.deepcopy(spec))
+    spec["serverNames"].append("www-edited.example.com")
+    www = attached_object("VirtualHost", NAMESPACE, "www", PAIR, spec)
+    with RequestLoop(deployment.lab, host="oa.example.com", interval=0.1, max_seconds=30) as requests:
         try:
-            deployment.apply([upstream])
-            programmed = deployment.wait_condition("Programmed", "status", "False", timeout=30)
-            assert "host not found in upstream" in programmed["message"]
-            assert deployment.events("Rejected")
-            assert (
-                deployment.node_file("lb1", f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
-                == live_before
+            deployment.apply([mismatched, refused])
+            deployment.apply([www])  # the other tenant, meanwhile
+            wait_for(
+                lambda: deployment.lab.http_get_via(deployment.vip, "www-edited.example.com", "/").succeeded,
+                timeout=30,
+                what="the other tenant's edit served through the VIP",
             )
-            assert (
-                deployment.node_file("lb2", f"/etc/nginx/lbpair/upstream_{NAMESPACE}_lb-www.conf")
-                == live_before
+            accepted = deployment.wait_attached_condition("virtualhost", "renewed-shop", "Accepted", "False")
+            assert "refused by the validators on" in accepted["message"]
+            assert "key values mismatch" in accepted["message"]
+            events = deployment.kubectl(
+                "get",
+                "events",
+                "-o",
+                "json",
+                "--field-selector",
+                "involvedObject.kind=VirtualHost,involvedObject.name=renewed-shop,reason=Rejected",
             )
+            assert json.loads(events)["items"], "no Rejected event on the refused VirtualHost"
+            deployment.wait_ready()  # the pair itself is not blocked
+            for node in ("lb1", "lb2"):
+                listed = deployment.lab.exec(node, "ls", "/etc/nginx/lbpair").stdout
+                assert f"vhost_{NAMESPACE}_renewed-shop.conf" not in listed
         finally:
-            original_upstream["metadata"]["namespace"] = NAMESPACE
-            deployment.apply([original_upstream])
+            deployment.kubectl("delete", "virtualhost", "renewed-shop", "--ignore-not-found")
+            deployment.kubectl("delete", "secret", "mismatched-tls", "--ignore-not-found")
+            deployment.apply([www_before])
         deployment.wait_ready()
 
     assert len(requests.responses) >= 5, "the request loop barely ran"

@@ -17,6 +17,7 @@ from lbpair.nodes.client import NodeError
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.node import Node
 from lbpair.nodes.observe import ManagedFileState, NodeObservation, VrrpInstanceState
+from lbpair.nodes.operations import ValidationFailedError
 from lbpair.nodes.ssh import SSHTarget
 
 SERVED_HASH = re.compile(r'location = /lbpair/config-hash \{[^}]*return 200 "([0-9a-f]+)\\n";')
@@ -40,6 +41,9 @@ class FakeNode:
     failing_once: dict[str, Exception] = field(default_factory=dict)
     """Method name -> the error that method raises on its next call only."""
     nginx_ignores_reload: bool = False
+    refuses: dict[str, bool] = field(default_factory=dict)
+    """Text the validators refuse wherever the staged config holds it -> whether their message names the
+    file (nginx mostly does; some checks name none)."""
     calls: list[str] = field(default_factory=list)
     reloaded: list[list[str]] = field(default_factory=list)  # the services of each reload
     staged: list[ManagedFile] = field(default_factory=list)
@@ -75,7 +79,18 @@ class FakeNode:
         self._staged_manifest = {managed.path: managed.sha256 for managed in files}
 
     def validate(self) -> None:
+        """As nginx -t: stops at the first refused text of the staged tree (staged files, else live ones)."""
         self._call("validate")
+        staged = {managed.path: managed.content for managed in self.staged}
+        for path in sorted(self._staged_manifest):
+            content = staged[path] if path in staged else self.files[path].content
+            for text, names_file in self.refuses.items():
+                if text in content:
+                    where = f" in {path}:1" if names_file else ""
+                    raise ValidationFailedError(
+                        f'nginx: [emerg] invalid value "{text}"{where}\n'
+                        "nginx: configuration file /etc/nginx/nginx.conf test failed"
+                    )
 
     def swap(self) -> None:
         """As the agent's: installs the staged files, removes what the new manifest drops, and refuses a

@@ -88,7 +88,8 @@ def world() -> World:
 
 
 def reasons(events: list[Event]) -> list[str]:
-    return [f"{event.reason} {event.message.split(':')[0]}" for event in events]
+    """Each event's reason and what it is about: an attached object, or the node its message names."""
+    return [f"{event.reason} {event.regarding or event.message.split(':')[0]}" for event in events]
 
 
 def test_first_pass_programs_the_backup_first_then_the_holder(world: World) -> None:
@@ -124,7 +125,7 @@ def test_a_pass_with_nothing_to_change_writes_nothing_anywhere(world: World) -> 
 
 
 def test_config_the_node_refuses_leaves_both_nodes_as_they_were_and_is_not_retried(world: World) -> None:
-    world.lb2.failing["validate"] = ValidationFailedError(REFUSAL)
+    world.lb2.failing["validate"] = ValidationFailedError(REFUSAL)  # whatever is staged: the pair's doing
 
     first = world.run_pass()
     second = world.run_pass()
@@ -134,10 +135,75 @@ def test_config_the_node_refuses_leaves_both_nodes_as_they_were_and_is_not_retri
     assert second == []  # the same refusal is not news
     assert world.lb1.files == {}
     assert world.lb2.files == {}
-    assert world.lb2.calls.count("stage") == 1  # not pushed again before the backoff
+    # The refused config, and once without every attached object (still refused: no tenant is blamed);
+    # not pushed again before the backoff.
+    assert world.lb2.calls.count("stage") == 2
     status, reason, message = world.condition("Programmed")
     assert (status, reason) == ("False", "Rejected")  # refused: it will not go live as it is
     assert REFUSAL in message
+
+
+def refuse_on_both_nodes(world: World, text: str, *, names_file: bool) -> None:
+    world.lb1.refuses[text] = world.lb2.refuses[text] = names_file
+
+
+def site_file(name: str) -> str:
+    return f"/etc/nginx/lbpair/vhost_{NAMESPACE}_{name}.conf"
+
+
+def attached_condition(world: World, name: str, condition_type: str) -> tuple[str, str, str]:
+    status = [s for _, written, s in world.sink.writes if written == name][-1]
+    found = find_condition(getattr(status, "conditions", []), condition_type)
+    assert found is not None
+    return found.status, found.reason, found.message
+
+
+@pytest.mark.parametrize("names_file", [True, False], ids=["blamed-by-file", "found-by-bisecting"])
+def test_an_object_the_nodes_refuse_is_left_out_and_everyone_else_goes_live(
+    world: World, names_file: bool
+) -> None:
+    world.run_pass()  # the seed is live
+    refuse_on_both_nodes(world, "refused.example.com", names_file=names_file)
+    dev = world.resources.vhost("dev")
+    dev["spec"]["serverNames"] = ["refused.example.com"]
+    dev["metadata"]["generation"] = 2
+    world.resources.vhost("www")["spec"]["serverNames"].append("www2.example.com")
+    world.resources.vhost("www")["metadata"]["generation"] = 2
+
+    events = world.run_pass()
+
+    assert reasons(events) == ["Applied lb2", "Applied lb1", "Rejected VirtualHost demo/dev"]
+    assert "www2.example.com" in world.lb1.files[site_file("www")].content  # the other tenant's edit
+    assert site_file("dev") not in world.lb1.files  # left out, on both nodes
+    assert site_file("dev") not in world.lb2.files
+    status, reason, message = attached_condition(world, "dev", "Accepted")
+    assert (status, reason) == ("False", "Invalid")
+    assert 'refused by the validators on lb2: nginx: [emerg] invalid value "refused.example.com"' in message
+    assert world.condition("Programmed")[:2] == ("True", "Applied")  # the pair is not blocked
+    stages = world.lb2.calls.count("stage")
+
+    assert world.run_pass() == []  # not tried again while it stays as it is
+    assert world.lb2.calls.count("stage") == stages
+
+    dev["spec"]["serverNames"] = ["dev.example.com"]
+    dev["metadata"]["generation"] = 3
+    world.run_pass()
+    assert "dev.example.com" in world.lb1.files[site_file("dev")].content
+    assert attached_condition(world, "dev", "Programmed")[0] == "True"
+
+
+def test_several_refused_objects_in_one_change_are_each_left_out(world: World) -> None:
+    refuse_on_both_nodes(world, "refused-a.example.com", names_file=True)
+    refuse_on_both_nodes(world, "refused-b.example.com", names_file=False)
+    world.resources.vhost("dev")["spec"]["serverNames"] = ["refused-a.example.com"]
+    world.resources.vhost("oa")["spec"]["serverNames"] = ["refused-b.example.com"]
+
+    events = world.run_pass()
+
+    assert sorted(reasons(events))[-2:] == ["Rejected VirtualHost demo/dev", "Rejected VirtualHost demo/oa"]
+    assert site_file("www") in world.lb1.files
+    assert not {site_file("dev"), site_file("oa")} & set(world.lb1.files)
+    assert world.condition("Programmed")[:2] == ("True", "Applied")
 
 
 def test_a_refused_config_is_retried_after_its_backoff_and_the_backoff_grows() -> None:
@@ -150,7 +216,7 @@ def test_a_refused_config_is_retried_after_its_backoff_and_the_backoff_grows() -
     world.clock.advance(9)
     world.run_pass()  # now the backoff is 10 s: not yet
 
-    assert world.lb2.calls.count("validate") == 2
+    assert world.lb2.calls.count("validate") == 4  # per attempt: as it is, then without any attached object
 
 
 def test_a_changed_config_is_pushed_at_once_even_during_a_backoff(world: World) -> None:

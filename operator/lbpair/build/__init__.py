@@ -17,7 +17,13 @@ from typing import Any, Literal, TypeVar
 from lbpair.build.keepalived import check_script, keepalived
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
-from lbpair.build.resources import PairResources, SecretLookup, SecretReader
+from lbpair.build.resources import (
+    PairResources,
+    SecretLookup,
+    SecretReader,
+    generation_of,
+    object_key,
+)
 from lbpair.build.upstreams import upstream
 from lbpair.build.virtualhosts import VirtualHostBuilder, conflicting_ports, duplicate_server_names
 from lbpair.model import SpecError, parse_pair, parse_upstream, parse_virtual_host
@@ -116,7 +122,7 @@ class PairAccess:
 
 
 def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAccess | PairRejected:
-    generation = int((pair_body.get("metadata") or {}).get("generation") or 0)
+    generation = generation_of(pair_body)
     try:
         pair = parse_pair(pair_body)
     except SpecError as error:
@@ -164,7 +170,13 @@ class ParseCache:
         self._seen.clear()
 
 
-def build_pair(resources: PairResources, cache: ParseCache | None = None) -> PairBuild | PairRejected:
+def build_pair(
+    resources: PairResources,
+    cache: ParseCache | None = None,
+    left_out: Mapping[ObjectKey, str] | None = None,
+) -> PairBuild | PairRejected:
+    """The pair's desired state; `left_out` names attached objects to leave out whatever their spec says,
+    with the reason reported on each (e.g. the nodes' nginx refused it)."""
     access = pair_access(resources.pair, resources.secrets)
     if isinstance(access, PairRejected):
         return access
@@ -185,7 +197,7 @@ def build_pair(resources: PairResources, cache: ParseCache | None = None) -> Pai
             )
             return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))
 
-    admitted = _Admission(pair, resources, cache or ParseCache())
+    admitted = _Admission(pair, resources, cache or ParseCache(), dict(left_out or {}))
     upstream_specs = admitted.parse("Upstream", resources.upstreams, parse_upstream)
     host_specs = admitted.parse("VirtualHost", resources.virtual_hosts, parse_virtual_host)
     upstreams = {(key.namespace, key.name): upstream(spec, key, item.spec) for key, item in upstream_specs}
@@ -238,6 +250,7 @@ class _Admission:
     pair: LoadBalancerPair
     resources: PairResources
     cache: ParseCache
+    left_out: dict[ObjectKey, str]
     attached: list[AttachedObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -249,15 +262,16 @@ class _Admission:
     ) -> list[tuple[ObjectKey, ParsedT]]:
         admitted = []
         for body in bodies:
-            metadata = body.get("metadata") or {}
-            key = ObjectKey(kind, str(metadata.get("namespace")), str(metadata.get("name")))
-            self.attached.append(AttachedObject(key, int(metadata.get("generation") or 0)))
+            key = object_key(kind, body)
+            self.attached.append(AttachedObject(key, generation_of(body)))
             try:
                 item = self.cache.parse(kind, body, parse)
             except SpecError as error:
                 self.problems.extend(Problem(key, "spec", problem) for problem in error.problems)
                 continue
-            if self._namespace_allowed(key.namespace):
+            if key in self.left_out:
+                self.problems.append(Problem(key, "spec", self.left_out[key]))
+            elif self._namespace_allowed(key.namespace):
                 admitted.append((key, item))
             else:
                 pair_key = ObjectKey(

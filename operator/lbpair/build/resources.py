@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbpair.model.common import ObjectRef
+from lbpair.render.model import ObjectKey
 
 SecretLookup = Callable[[ObjectRef], Mapping[str, str] | None]
 """A Secret's `data` (base64 values) by reference; None if there is no such Secret."""
@@ -26,6 +27,28 @@ class PairResources:
     virtual_hosts: Sequence[Mapping[str, Any]]
     secrets: SecretLookup
     namespace_labels: LabelLookup
+
+    def attached_by_key(self) -> dict[ObjectKey, Mapping[str, Any]]:
+        """Every attached object's body by its key."""
+        attached: dict[ObjectKey, Mapping[str, Any]] = {}
+        for kind, bodies in (("Upstream", self.upstreams), ("VirtualHost", self.virtual_hosts)):
+            attached.update((object_key(kind, body), body) for body in bodies)
+        return attached
+
+    def generations(self) -> dict[ObjectKey | None, int]:
+        """metadata.generation of each attached object, and of the pair under None."""
+        generations: dict[ObjectKey | None, int] = {None: generation_of(self.pair)}
+        generations.update((key, generation_of(body)) for key, body in self.attached_by_key().items())
+        return generations
+
+
+def object_key(kind: str, body: Mapping[str, Any]) -> ObjectKey:
+    metadata = body.get("metadata") or {}
+    return ObjectKey(kind, str(metadata.get("namespace")), str(metadata.get("name")))
+
+
+def generation_of(body: Mapping[str, Any]) -> int:
+    return int((body.get("metadata") or {}).get("generation") or 0)
 
 
 @dataclass

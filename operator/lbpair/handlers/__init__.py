@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -191,8 +191,14 @@ async def converge(
                 namespace_labels=indexes.lookup("namespace_labels"),
             )
             events = await loop.run_in_executor(pass_thread, memo.reconciler.run_pass, resources)
+            attached = resources.attached_by_key()
             for event in events:
-                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                # An attached object's event goes on the object itself (it may be gone by now: then the pair).
+                regarding = attached.get(event.regarding, body) if event.regarding else body
+                # kopf reads only apiVersion, kind and metadata of the object: a plain dict does.
+                kopf.event(
+                    cast("kopf.Body", regarding), type=event.type, reason=event.reason, message=event.message
+                )
             await _wait_for_change(wakeup, stopped, memo.config.probe_interval_seconds)
             if wakeup.is_set():
                 await _wait_for_quiet(wakeup, memo.config)

@@ -341,3 +341,18 @@ class DesiredState:
     def included(self) -> list[ObjectKey]:
         """The attached objects this state configures."""
         return sorted([u.source for u in self.upstreams] + [v.source for v in self.virtual_hosts])
+
+    def sources_by_path(self) -> dict[str, list[ObjectKey]]:
+        """Which attached objects each node file they configure comes from: an object's own config file,
+        and a VirtualHost's logs, certificate and key (a TLS Secret's files serve every VirtualHost that
+        uses it). So a validator's message naming a file names the objects at fault."""
+        sources: dict[str, list[ObjectKey]] = {
+            upstream.path: [upstream.source] for upstream in self.upstreams
+        }
+        for host in self.virtual_hosts:
+            paths = [host.path, host.error_log.path]
+            paths += [host.access_log.path] if host.access_log else []
+            paths += [host.tls.certificate_path, host.tls.private_key_path] if host.tls else []
+            for path in paths:
+                sources.setdefault(path, []).append(host.source)
+        return sources
