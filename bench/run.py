@@ -11,6 +11,9 @@
    (bench/crash.py).
 5. hung node: edit -> live through the VIP of the seed pair while a node of a second pair on the same
    operator is healthy, and while it hangs mid-command (bench/crash.py).
+6. refused objects: 100 objects nginx refuses, one after another, each in the same pass as another
+   tenant's edit, with a client looping through the VIP: edit -> served seconds, failed requests
+   (bench/isolation.py).
 
 Each figure is the median (and min/max) over repeated runs. Results go to stdout and are merged into
 bench/results.json (`--scenarios` runs some of them). Every load is bounded in count and time and only
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.crash import hung_node, kill_storm
+from bench.isolation import refused_objects
 from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
 from testbed.cluster import REPO_ROOT, ControlPlane, throwaway_run_dir, tools_bin_dir
@@ -231,7 +235,7 @@ def measure(name: str, action: Callable[[], Any], results: dict[str, Any]) -> No
     print(f"[bench] {name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
 
 
-SCENARIOS = ("apply_to_live", "failover", "pushes_under_load", "kill_storm", "hung_node")
+SCENARIOS = ("apply_to_live", "failover", "pushes_under_load", "kill_storm", "hung_node", "refused_objects")
 
 
 def main() -> int:
@@ -244,6 +248,9 @@ def main() -> int:
     )
     parser.add_argument("--kill-rounds", type=int, default=50, help="operator kills in the kill storm")
     parser.add_argument("--seed", type=int, default=11, help="seed of the kill storm's kill moments")
+    parser.add_argument(
+        "--refused-objects", type=int, default=100, help="objects nginx refuses, fed one after another"
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args()
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
@@ -269,6 +276,12 @@ def main() -> int:
             measure("kill_storm", lambda: kill_storm(bench, args.kill_rounds, args.seed), results)
         if "hung_node" in scenarios:
             measure("hung_node_other_pair", lambda: hung_node(bench, args.runs), results)
+        if "refused_objects" in scenarios:
+            measure(
+                "refused_objects_shared_pair",
+                lambda: refused_objects(bench, args.refused_objects, args.runs),
+                results,
+            )
     merged = json.loads(args.output.read_text()) if args.output.exists() else {}
     merged.update(results)
     args.output.write_text(json.dumps(merged, indent=2) + "\n")
