@@ -58,7 +58,7 @@ class TempNode:
         subprocess.run(
             ["sh", "-c", command],
             input=stdin,
-            env={"PATH": f"{self.bin}:{PATH}"},
+            env={"PATH": f"{self.bin}:{PATH}", "LBPAIR_OWNER": "bench bench/agent-swap"},
             capture_output=True,
             check=True,
             timeout=300,

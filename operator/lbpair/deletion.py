@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node
+from lbpair.nodes.operations import NodeOwnedElsewhereError
 
 
 def restore_nodes(nodes: Iterable[Node]) -> str:
@@ -15,6 +16,8 @@ def restore_nodes(nodes: Iterable[Node]) -> str:
     for node in nodes:
         try:
             node.uninstall()
+        except NodeOwnedElsewhereError:
+            pass  # another pair has the node: nothing on it is this pair's to clean
         except NodeError as error:
             pending.append(f"{node.name}: {error}")
     return "; ".join(pending)

@@ -75,10 +75,16 @@ def observe_holders(vips: Sequence[str], nodes: Sequence[NodeReport]) -> dict[st
 
 
 def assess_pair(
-    vips: Sequence[str], nodes: Sequence[NodeReport], problem: RolloutProblem | None = None, *, at: str
+    vips: Sequence[str],
+    nodes: Sequence[NodeReport],
+    problem: RolloutProblem | None = None,
+    *,
+    at: str,
+    leaving: Mapping[str, str] | None = None,
 ) -> PairHealth:
     """Conditions in Kubernetes style, as of `at`: Ready (traffic is served), Programmed, Degraded,
-    SplitBrain."""
+    SplitBrain. `leaving` are nodes that left the spec and could not be cleaned up yet, with why."""
+    leaving = leaving or {}
     holders = observe_holders(vips, nodes)
     by_name = {node.name: node for node in nodes}
     split = {vip: names for vip, names in holders.items() if len(names) > 1}
@@ -114,9 +120,13 @@ def assess_pair(
         ),
         Condition.of(
             "Degraded",
-            bool(unreachable or unhealthy),
-            "NodeUnreachable" if unreachable else ("NodeUnhealthy" if unhealthy else "AllNodesHealthy"),
-            _degraded_message(nodes, unreachable, unhealthy),
+            bool(unreachable or unhealthy or leaving),
+            "NodeUnreachable"
+            if unreachable
+            else (
+                "NodeUnhealthy" if unhealthy else ("FormerNodeNotCleaned" if leaving else "AllNodesHealthy")
+            ),
+            _degraded_message(nodes, unreachable, unhealthy, leaving),
             at=at,
         ),
         Condition.of(
@@ -157,7 +167,9 @@ def _ready(
     return Condition.of("Ready", True, "Serving", summary, at=at)
 
 
-def _degraded_message(nodes: Sequence[NodeReport], unreachable: list[str], unhealthy: list[str]) -> str:
+def _degraded_message(
+    nodes: Sequence[NodeReport], unreachable: list[str], unhealthy: list[str], leaving: Mapping[str, str]
+) -> str:
     parts = [f"{node.name} unreachable: {node.error}" for node in nodes if node.name in unreachable]
     for node in nodes:
         if node.name in unhealthy and node.observation is not None:
@@ -167,4 +179,5 @@ def _degraded_message(nodes: Sequence[NodeReport], unreachable: list[str], unhea
                 [f"{service} not running" for service in down] + [f"{i} FAULT" for i in faults]
             )
             parts.append(f"{node.name}: {detail}")
+    parts += [f"{node} left the spec and is not cleaned up yet: {why}" for node, why in leaving.items()]
     return "; ".join(parts) or "both nodes reachable, nginx and keepalived running"

@@ -13,7 +13,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,14 +30,15 @@ from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
-from lbpair.health import assess_pair
+from lbpair.health import NodeReport, assess_pair
 from lbpair.isolation import bisect, blame
 from lbpair.model.common import ObjectRef
+from lbpair.model.pair import PairNode
 from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, timestamp
 from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.observe import NodeObservation
-from lbpair.nodes.operations import ValidationFailedError
+from lbpair.nodes.operations import NodeOwnedElsewhereError, ValidationFailedError
 from lbpair.nodes.ssh import SSHTarget
 from lbpair.render import render_pair
 from lbpair.render.model import ObjectKey
@@ -88,6 +89,13 @@ class PairMemory:
     attached: dict[ObjectKey, AttachedStatus] = field(default_factory=dict)
     parsed: ParseCache = field(default_factory=ParseCache)
     refusals: dict[ObjectKey, Refusal] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    """The last pass's nodes by endpoint ("lb2 198.51.100.12:22"), to notice one that leaves the spec."""
+    leaving: dict[str, tuple[Node, str]] = field(default_factory=dict)
+    """Nodes that left the spec and are not cleaned up yet: the node, and what is still pending."""
+
+    def leaving_messages(self) -> dict[str, str]:
+        return {endpoint: pending for endpoint, (_, pending) in self.leaving.items()}
 
     def refusals_in_force(self, resources: PairResources) -> dict[ObjectKey, str]:
         """Forgets the refusals of objects that changed (or went away) or of a pair that changed: those are
@@ -197,7 +205,10 @@ class Reconciler:
         memory.problem = ""
         nodes = connect(self._nodes, build)
         build, rollout, events = self._roll_out(key, build, resources, nodes, memory)
-        health = assess_pair(build.vips, rollout.reports, rollout.problem, at=now)
+        events += release_former_nodes(build, nodes, rollout.reports, memory)
+        health = assess_pair(
+            build.vips, rollout.reports, rollout.problem, at=now, leaving=memory.leaving_messages()
+        )
         observed = PairObservation.of(health)
         events += transition_events(memory.observed, observed, health)
         memory.observed = observed
@@ -343,6 +354,49 @@ class Reconciler:
         return pending
 
 
+def release_former_nodes(
+    build: PairBuild, nodes: Mapping[str, Node], reports: Sequence[NodeReport], memory: PairMemory
+) -> list[Event]:
+    """A node that left the spec (removed, or its address changed) is cleaned up like a deleted pair's
+    node: its own files back, keepalived stopped (the VIPs go with it). One that cannot be reached yet is
+    tried again every pass and keeps the pair Degraded. One that answers with the hostname of a current
+    node is that node under another address: it is only forgotten."""
+    current = {endpoint(node): nodes[node.name] for node in build.pair.spec.nodes}
+    for former in memory.nodes.keys() - current.keys():
+        memory.leaving.setdefault(former, (memory.nodes[former], ""))
+    for returned in memory.leaving.keys() & current.keys():
+        del memory.leaving[returned]
+    memory.nodes = current
+    hostnames = {report.observation.hostname for report in reports if report.observation is not None}
+    events = []
+    for former, (node, before) in sorted(memory.leaving.items()):
+        pending, done = _release(node, hostnames)
+        if pending:
+            memory.leaving[former] = (node, pending)
+            if pending != before:
+                events.append(Event.warning("CleanupPending", f"{former} left the spec: {pending}"))
+            continue
+        del memory.leaving[former]
+        events.append(Event.normal("NodeReleased", f"{former} left the spec: {done}"))
+    return events
+
+
+def _release(node: Node, current_hostnames: Set[str]) -> tuple[str, str]:
+    """Cleans up a node that left the spec: (what is still pending, or else what was done)."""
+    try:
+        if node.observe().hostname in current_hostnames:
+            return "", "it is a current node under another address"
+    except NodeOwnedElsewhereError as error:
+        return "", f"nothing to clean up, {error}"
+    except NodeError as error:
+        return str(error), ""
+    return restore_nodes([node]), "cleaned up"
+
+
+def endpoint(node: PairNode) -> str:
+    return f"{node.name} {node.address}:{node.ssh_port}"
+
+
 def rebuild(resources: PairResources, cache: ParseCache, left_out: Mapping[ObjectKey, str]) -> PairBuild:
     """The pass's build again, leaving out other attached objects."""
     build = build_pair(resources, cache, left_out)
@@ -366,7 +420,14 @@ def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, N
     return {
         node.name: factory.node(
             SSHTarget(
-                node.name, node.address, node.ssh_port, spec.ssh.user, node.host_key, key, spec.ssh.sudo
+                node.name,
+                node.address,
+                node.ssh_port,
+                spec.ssh.user,
+                node.host_key,
+                key,
+                spec.ssh.sudo,
+                pair=access.pair.metadata.owner,
             ),
             access.layout,
         )

@@ -169,3 +169,48 @@ def test_a_node_hung_mid_command_in_one_pair_delays_no_edit_of_another(
     wait_for(lambda: pairs.events(PAIR_B, "NodeRecovered"), timeout=30, what="a NodeRecovered event")
     wait_for(lambda: pairs.ready(PAIR_B), timeout=30, what=f"{PAIR_B} Ready again")
     assert pairs.node_status(PAIR_B, HUNG_NODE)["reachable"] is True
+
+
+def test_a_pair_aimed_at_another_pairs_node_never_touches_it_and_its_replaced_node_is_cleaned(
+    pairs: Pairs,
+) -> None:
+    """Pair A's backup lb4 is replaced by lb5, which pair B has: lb5 is refused to pair A and left exactly as
+    pair B runs it; lb4, out of pair A's spec, is cleaned up like a deleted pair's node."""
+    intruded, replaced = "lb5", "lb4"
+    config_before = pairs.lab.exec(intruded, "cat", "/etc/nginx/nginx.conf").stdout
+    nodes = pairs.pair(PAIR_A)["spec"]["nodes"]
+    b_node = next(node for node in pairs.pair(PAIR_B)["spec"]["nodes"] if node["name"] == intruded)
+    patch = [{"op": "replace", "path": "/spec/nodes/1", "value": {**b_node, "priority": 100}}]
+    try:
+        pairs.kubectl("patch", "lbpair", PAIR_A, "--type=json", "-p", json.dumps(patch))
+        refused = wait_for(
+            lambda: (
+                "belongs to LoadBalancerPair"
+                in (found := pairs.node_status(PAIR_A, intruded)).get("message", "")
+                and found
+            ),
+            timeout=30,
+            what=f"{intruded} refused to {PAIR_A}",
+        )
+        released = wait_for(
+            lambda: pairs.events(PAIR_A, "NodeReleased"), timeout=30, what=f"{replaced} released"
+        )
+        keepalived = pairs.lab.exec(replaced, "systemctl", "is-active", "keepalived", check=False).stdout
+        state_left = pairs.lab.exec(replaced, "ls", "/var/lib/lbpair", check=False).returncode == 0
+        config_after = pairs.lab.exec(intruded, "cat", "/etc/nginx/nginx.conf").stdout
+        served_by_b, served_by_a = pairs.served_by(PAIR_B), pairs.served_by(PAIR_A)
+        b_ready = pairs.ready(PAIR_B)
+    finally:
+        restore = [{"op": "replace", "path": "/spec/nodes/1", "value": nodes[1]}]
+        pairs.kubectl("patch", "lbpair", PAIR_A, "--type=json", "-p", json.dumps(restore))
+    assert f"LoadBalancerPair {NAMESPACE}/{PAIR_B}" in refused["message"]
+    assert config_after == config_before  # never touched
+    assert (served_by_b, b_ready) == ("be1", True)
+    assert served_by_a == "be1"  # from lb3, its VIP holder all along
+    assert [event["message"] for event in released] == [
+        f"{replaced} {pairs.lab.mgmt_address(replaced)}:22 left the spec: cleaned up"
+    ]
+    assert (keepalived.strip(), state_left) == ("inactive", False)
+    # Back in the spec, lb4 is programmed again; pair A lets go of lb5 without touching it.
+    wait_for(lambda: pairs.ready(PAIR_A), timeout=60, what=f"{PAIR_A} Ready with {replaced} back")
+    assert pairs.lab.exec(intruded, "cat", "/etc/nginx/nginx.conf").stdout == config_before

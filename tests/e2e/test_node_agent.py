@@ -13,8 +13,10 @@ import paramiko
 import pytest
 
 from lbpair.model.files import ManagedFile
-from lbpair.nodes.client import HostKeyMismatchError
+from lbpair.nodes.client import HostKeyMismatchError, NodeClient
+from lbpair.nodes.node import PairSession
 from lbpair.nodes.operations import (
+    NodeOwnedElsewhereError,
     ValidationFailedError,
     apply_reload,
     apply_staged,
@@ -70,10 +72,13 @@ def target(lab: Lab, node: str, host_key: str | None = None) -> SSHTarget:
     )
 
 
+PAIR_A, PAIR_B = "uid-a team-a/pair", "uid-b team-b/pair"  # as each pair's session names it
+
+
 @pytest.fixture
-def lb1(lab: Lab) -> Iterator[SSHNodeClient]:
+def lb1(lab: Lab) -> Iterator[NodeClient]:
     connections = NodeConnections()
-    client = connections.client(target(lab, "lb1"))
+    client = PairSession(connections.client(target(lab, "lb1")), PAIR_A)
     try:
         yield client
     finally:
@@ -83,14 +88,14 @@ def lb1(lab: Lab) -> Iterator[SSHNodeClient]:
         connections.close_all()
 
 
-def roll_out(client: SSHNodeClient, files: list[ManagedFile]) -> None:
+def roll_out(client: NodeClient, files: list[ManagedFile]) -> None:
     push_bundle(client, files)
     validate_staged(client, CONFIG_PATHS, ROOTS)
     apply_staged(client)
     apply_reload(client, ["nginx"])
 
 
-def assert_serves(client: SSHNodeClient, marker: str) -> None:
+def assert_serves(client: NodeClient, marker: str) -> None:
     """nginx reloads asynchronously: poll its status endpoint until it serves `marker` (fails after 10 s)."""
     wait_for(
         lambda: observe_served_hash(client, STATUS_PORT) == marker,
@@ -210,7 +215,7 @@ def test_sshd_log_shows_authentication_when_a_client_authenticates(
     assert any(line.startswith("Accepted publickey for root") for line in lines), lines
 
 
-def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: SSHNodeClient) -> None:
+def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: NodeClient) -> None:
     stock_nginx_conf = lab.exec("lb1", "cat", "/etc/nginx/nginx.conf").stdout
 
     roll_out(lb1, bundle("generation-1"))
@@ -230,7 +235,7 @@ def test_rollout_goes_live_and_probe_reports_the_applied_files(lab: Lab, lb1: SS
 
 
 def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
-    lab: Lab, lb1: SSHNodeClient
+    lab: Lab, lb1: NodeClient
 ) -> None:
     roll_out(lb1, bundle("good"))
     assert_serves(lb1, "good")
@@ -245,7 +250,7 @@ def test_invalid_config_is_rejected_with_nginx_message_and_nothing_live_changes(
     assert observe_served_hash(lb1, STATUS_PORT) == "good"  # nothing was reloaded: no wait needed
 
 
-def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb1: SSHNodeClient) -> None:
+def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb1: NodeClient) -> None:
     roll_out(lb1, bundle("first"))
     roll_out(lb1, bundle("second"))
     assert_serves(lb1, "second")
@@ -258,3 +263,20 @@ def test_hand_edit_shows_as_drift_and_restore_brings_back_last_good(lab: Lab, lb
     assert drifted == ["/etc/nginx/nginx.conf"]
     assert_serves(lb1, "first")
     assert not any(state.drifted for state in observe_node(lb1).managed_files.values())
+
+
+def test_a_node_another_pair_has_is_refused_to_a_second_pair_and_left_as_it_is(
+    lab: Lab, lb1: NodeClient
+) -> None:
+    roll_out(lb1, bundle("pair-a"))
+    connections = NodeConnections()
+    second_pair = PairSession(connections.client(target(lab, "lb1")), PAIR_B)
+    try:
+        with pytest.raises(NodeOwnedElsewhereError, match="belongs to LoadBalancerPair team-a/pair"):
+            push_bundle(second_pair, bundle("pair-b"))
+        with pytest.raises(NodeOwnedElsewhereError):
+            uninstall_managed(second_pair)
+        assert observe_node(second_pair).owner == PAIR_A  # reading is answered
+    finally:
+        connections.close_all()
+    assert_serves(lb1, "pair-a")

@@ -41,6 +41,7 @@ class FakeNode:
     failing_once: dict[str, Exception] = field(default_factory=dict)
     """Method name -> the error that method raises on its next call only."""
     nginx_ignores_reload: bool = False
+    hostname: str = ""  # the node's name when empty
     refuses: dict[str, bool] = field(default_factory=dict)
     """Text the validators refuse wherever the staged config holds it -> whether their message names the
     file (nginx mostly does; some checks name none)."""
@@ -62,7 +63,7 @@ class FakeNode:
     def observe(self) -> NodeObservation:
         self._call("observe")
         return NodeObservation(
-            hostname=self.name,
+            hostname=self.hostname or self.name,
             services=dict(self.services),
             addresses=frozenset(ipaddress.IPv4Interface(a) for a in self.addresses | self.vips),
             managed_files={
@@ -150,14 +151,15 @@ class FakeNode:
 
 @dataclass
 class FakeNodes:
-    """The NodeFactory of unit tests: hands out the scripted nodes by name."""
+    """The NodeFactory of unit tests: hands out the scripted nodes by name (and address)."""
 
     nodes: dict[str, FakeNode]
     targets: list[SSHTarget] = field(default_factory=list)
 
     def node(self, target: SSHTarget, layout: NodeLayout) -> Node:
+        """The node registered as "NAME@ADDRESS" (a machine that replaced another), else as NAME."""
         self.targets.append(target)
-        return self.nodes[target.name]
+        return self.nodes.get(f"{target.name}@{target.address}") or self.nodes[target.name]
 
     def close_all(self) -> None:
         """Nothing to close."""

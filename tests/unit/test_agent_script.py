@@ -27,6 +27,7 @@ from lbpair.nodes.operations import AGENT_SCRIPT, build_agent_command, build_bun
 from lbpair.nodes.ssh import bounded_command
 
 SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+PAIR_A, PAIR_B = "uid-a team-a/pair", "uid-b team-b/pair"  # LBPAIR_OWNER, as a pair's session exports it
 FILE_TOOLS = ("cp", "mv", "rm", "mkdir", "sync", "touch", "chmod")
 ENOSPC_MESSAGE = "No space left on device"
 ABORTED_MESSAGE = "failed before any live file changed; the config that was live is still live"
@@ -64,6 +65,7 @@ class Node:
         self.state = root / "var" / "lib" / "lbpair"
         self.bin_dir = bin_dir
         self.env: dict[str, str] = {}
+        self.owner = PAIR_A  # the pair whose session runs the commands
 
     def path(self, relative: str) -> str:
         return str(self.root / relative)
@@ -75,7 +77,7 @@ class Node:
         result = subprocess.run(
             ["sh", "-c", command],
             input=stdin,
-            env={"PATH": path, **self.env},
+            env={"PATH": path, "LBPAIR_OWNER": self.owner, **self.env},
             capture_output=True,
             start_new_session=True,  # as sshd runs a command; the shims kill this group
             timeout=timeout,
@@ -158,6 +160,31 @@ def test_swap_restore_and_uninstall_keep_the_nodes_own_files(tmp_path: Path) -> 
     assert not node.state.exists()
 
 
+def test_a_node_one_pair_has_refuses_every_other_pairs_changes_until_that_pair_uninstalls(
+    tmp_path: Path,
+) -> None:
+    node = Node(tmp_path)
+    node.roll_out({"etc/app/a.conf": "pair A's"})  # pair A stages first: the node is A's
+    node.owner = PAIR_B
+    bundle = build_bundle(node.managed({"etc/app/a.conf": "pair B's"}))
+
+    staged = node._run(build_staging_command(state_dir=str(node.state)), bundle, check=False)
+    refusals = [node.agent(command, check=False) for command in ("validate", "swap", "restore", "uninstall")]
+
+    refused = "this node belongs to LoadBalancerPair team-a/pair (uid uid-a)"
+    for result in [staged, *refusals]:
+        assert (result.returncode, refused in result.stderr.decode()) == (66, True)
+    assert node.read("etc/app/a.conf") == "pair A's"
+    probe = parse_probe(node.agent("probe").stdout.decode())  # reading is not changing: answered
+    assert probe.owner == PAIR_A
+
+    node.owner = PAIR_A
+    node.agent("uninstall")
+    node.owner = PAIR_B
+    node.roll_out({"etc/app/a.conf": "pair B's"})  # free again: B takes it
+    assert node.read("etc/app/a.conf") == "pair B's"
+
+
 def test_files_the_new_config_drops_are_removed_and_no_temporary_files_remain(tmp_path: Path) -> None:
     node = Node(tmp_path)
 
@@ -166,7 +193,14 @@ def test_files_the_new_config_drops_are_removed_and_no_temporary_files_remain(tm
 
     assert sorted(p.name for p in (tmp_path / "etc" / "app").iterdir()) == ["a.conf"]
     assert (node.state / "manifest").read_text().count("\n") == 1
-    assert sorted(p.name for p in node.state.iterdir()) == ["backup", "lock", "manifest", "original", "stage"]
+    assert sorted(p.name for p in node.state.iterdir()) == [
+        "backup",
+        "lock",
+        "manifest",
+        "original",
+        "owner",
+        "stage",
+    ]
 
 
 def test_swap_refuses_staged_files_that_do_not_match_their_manifest(tmp_path: Path) -> None:
@@ -655,7 +689,12 @@ def test_agent_commands_on_a_node_run_one_at_a_time(tmp_path: Path, shims: Path)
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={"PATH": path, "SHIM_TAG": tag, "SHIM_COUNTER": str(tmp_path / "counter")},
+            env={
+                "PATH": path,
+                "SHIM_TAG": tag,
+                "SHIM_COUNTER": str(tmp_path / "counter"),
+                "LBPAIR_OWNER": PAIR_A,
+            },
             start_new_session=True,
         )
         assert process.stdin is not None

@@ -62,6 +62,7 @@ class World:
     sink: RecordingSink
     reconciler: Reconciler
     clock: FakeClock
+    factory: FakeNodes
 
     def run_pass(self) -> list[Event]:
         return self.reconciler.run_pass(self.resources.resources())
@@ -77,9 +78,9 @@ def make_world(**config: float) -> World:
     lb2 = FakeNode("lb2", addresses={"198.51.100.12/24"})
     sink = RecordingSink()
     settings = OperatorConfig(**{"verify_timeout_seconds": 0.3, **config})
-    clock = FakeClock()
-    reconciler = Reconciler(FakeNodes({"lb1": lb1, "lb2": lb2}), sink, settings, clock)
-    return World(sample("seed-tutorial.yaml"), lb1, lb2, sink, reconciler, clock)
+    clock, factory = FakeClock(), FakeNodes({"lb1": lb1, "lb2": lb2})
+    reconciler = Reconciler(factory, sink, settings, clock)
+    return World(sample("seed-tutorial.yaml"), lb1, lb2, sink, reconciler, clock, factory)
 
 
 @pytest.fixture
@@ -415,3 +416,55 @@ def test_an_unexpected_error_turns_conditions_unknown_and_is_told_once(world: Wo
     del world.lb1.failing["observe"]
     world.run_pass()
     assert world.condition("Ready")[0] == "True"
+
+
+def replace_lb2(world: World, address: str, hostname: str) -> FakeNode:
+    """The pair's lb2 is now another machine, at `address`."""
+    replacement = FakeNode("lb2", hostname=hostname, addresses={"198.51.100.13/24"})
+    world.factory.nodes[f"lb2@{address}"] = replacement
+    world.resources.pair["spec"]["nodes"][1]["address"] = address
+    world.resources.pair["metadata"]["generation"] = 2
+    return replacement
+
+
+def test_a_node_that_leaves_the_spec_is_cleaned_up_like_a_deleted_pairs_node(world: World) -> None:
+    world.run_pass()
+    former = world.lb2
+    former.failing["observe"] = NodeUnreachableError("203.0.113.12:22: timed out")
+    replacement = replace_lb2(world, "203.0.113.22", hostname="lb2-new")
+
+    events = world.run_pass()
+
+    assert NGINX_CONF in replacement.files  # the new lb2 is programmed at once
+    assert "CleanupPending lb2 203.0.113.12:22 left the spec" in [
+        f"{event.reason} {event.message.split(': ')[0]}" for event in events
+    ]
+    status, reason, message = world.condition("Degraded")
+    assert (status, reason) == ("True", "FormerNodeNotCleaned")
+    assert (
+        "lb2 203.0.113.12:22 left the spec and is not cleaned up yet: 203.0.113.12:22: timed out" in message
+    )
+    assert former.services["keepalived"]  # still holding on until it answers
+
+    del former.failing["observe"]
+    events = world.run_pass()
+
+    assert [event.message for event in events if event.reason == "NodeReleased"] == [
+        "lb2 203.0.113.12:22 left the spec: cleaned up"
+    ]
+    assert former.files == {}  # the operator's files gone, keepalived stopped: its VIPs go with it
+    assert not former.services["keepalived"]
+    assert world.condition("Degraded")[:2] == ("False", "AllNodesHealthy")
+
+
+def test_a_node_whose_address_changed_is_not_mistaken_for_a_former_node(world: World) -> None:
+    world.run_pass()
+    same_machine = replace_lb2(world, "203.0.113.22", hostname="lb2")  # e.g. a renumbered management LAN
+    same_machine.files, same_machine.manifest = world.lb2.files, world.lb2.manifest
+
+    events = world.run_pass()
+
+    assert [event.message for event in events if event.reason == "NodeReleased"] == [
+        "lb2 203.0.113.12:22 left the spec: it is a current node under another address"
+    ]
+    assert world.lb2.calls.count("uninstall") == 0

@@ -16,6 +16,13 @@ class ObjectMeta(ApiModel):
 
     name: DnsSubdomain
     namespace: DnsLabel
+    uid: Annotated[str, Field(pattern=r"^[0-9A-Za-z-]{0,64}$")] = ""
+    """Set by the API server; "" in objects that never went through one (tests)."""
+
+    @property
+    def owner(self) -> str:
+        """Who has a node this object's pair runs on, as the node records it: "UID NAMESPACE/NAME"."""
+        return f"{self.uid or f'{self.namespace}/{self.name}'} {self.namespace}/{self.name}"
 
 
 class SecretKeyRef(ApiModel):

@@ -1,4 +1,4 @@
-# lbpair node agent (with journal.sh ahead of it). The operator runs it over SSH as `sh -s -- COMMAND [ARGS]` with this script on
+# lbpair node agent (with owner.sh and journal.sh ahead of it). The operator runs it over SSH as `sh -s -- COMMAND [ARGS]` with this script on
 # stdin, so nothing has to be installed on a node beyond sshd, nginx, keepalived and the base system
 # (sh, bash for /dev/tcp, coreutils, util-linux). Every path it is given comes from the operator's
 # validated model. Output is plain text the operator parses. The operator's SSH layer runs each command
@@ -9,6 +9,7 @@
 #   lock             every command but served-hash holds it (flock), so commands never overlap
 #   manifest         "MODE SHA256 PATH" for every file the operator manages (the applied config)
 #   live             the config hash the services were last verified to run (written by mark-live)
+#   owner            "UID NAMESPACE/NAME" of the pair that has the node (owner.sh): other pairs are refused
 #   stage/           the bundle being rolled out: manifest (the complete new set) and files/, mirroring
 #                    absolute paths, with only the files that differ from what the node has (every other
 #                    path of the manifest must be live already with the content the manifest names)
@@ -65,6 +66,8 @@ probe() {
     fi
     section live
     cat "$state/live" 2>/dev/null || true
+    section owner
+    cat "$state/owner" 2>/dev/null || true
     section vrrp
     vrrp_dump
 }
@@ -292,6 +295,10 @@ esac
 
 lock
 recover
+case $command in
+probe | recover) ;;
+*) own ;; # every change, and validate (it reads the stage), only for the pair that has the node
+esac
 case $command in
 probe) probe "$@" ;;
 validate) validate "$@" ;;

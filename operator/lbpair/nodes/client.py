@@ -50,7 +50,8 @@ class CommandResult:
 class NodeClient(Protocol):
     """One node reached over one persistent session."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self, command: str, *, stdin: bytes = b"", timeout: float = 30.0) -> CommandResult:
         """Run a shell command (with sudo when the pair asks for it) and wait for it, at most `timeout`

@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol
 
 from lbpair.model.files import ManagedFile
-from lbpair.nodes.client import NodeClient
+from lbpair.nodes.client import CommandResult, NodeClient
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import (
+    NodeOwnedElsewhereError,
     apply_reload,
     apply_staged,
     mark_live,
@@ -74,8 +76,29 @@ class NodeFactory(Protocol):
 
 
 @dataclass(frozen=True)
-class AgentNode:
+class PairSession:
+    """A node's client as one pair uses it: every command carries the pair (`owner`, "UID NAMESPACE/NAME"),
+    and the node's agent refuses the commands of a pair other than the one that has the node."""
+
     client: NodeClient
+    owner: str
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    def run(self, command: str, *, stdin: bytes = b"", timeout: float = 30.0) -> CommandResult:
+        return self.client.run(
+            f"export LBPAIR_OWNER={shlex.quote(self.owner)}\n{command}", stdin=stdin, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass(frozen=True)
+class AgentNode:
+    client: PairSession
     layout: NodeLayout
 
     @property
@@ -83,7 +106,14 @@ class AgentNode:
         return self.client.name
 
     def observe(self) -> NodeObservation:
-        return observe_node(self.client, self.layout.units)
+        """Raises NodeOwnedElsewhereError for a node another pair has: it is reported, never touched."""
+        observation = observe_node(self.client, self.layout.units)
+        owner_uid, _, owner_pair = observation.owner.partition(" ")
+        if owner_uid and owner_uid != self.client.owner.partition(" ")[0]:
+            raise NodeOwnedElsewhereError(
+                f"this node belongs to LoadBalancerPair {owner_pair} (uid {owner_uid})"
+            )
+        return observation
 
     def stage(self, files: Sequence[ManagedFile], changed: Set[str]) -> None:
         push_bundle(self.client, files, self.layout.directories, staged=changed)
@@ -117,7 +147,7 @@ class AgentNodes:
         self._connections = connections or NodeConnections()
 
     def node(self, target: SSHTarget, layout: NodeLayout) -> Node:
-        return AgentNode(self._connections.client(target), layout)
+        return AgentNode(PairSession(self._connections.client(target), target.pair), layout)
 
     def close_all(self) -> None:
         self._connections.close_all()

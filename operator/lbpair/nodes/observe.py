@@ -42,6 +42,7 @@ class NodeObservation:
     managed_files: dict[str, ManagedFileState]
     vrrp: tuple[VrrpInstanceState, ...] = field(default=())
     live_hash: str = ""  # the config hash the services were last verified to run ("" after a swap)
+    owner: str = ""  # "UID NAMESPACE/NAME" of the pair that has the node; "" while no pair has it
 
     def holds(self, vip: ipaddress.IPv4Address) -> bool:
         return any(interface.ip == vip for interface in self.addresses)
@@ -130,4 +131,5 @@ def parse_probe(text: str) -> NodeObservation:
         managed_files=parse_managed_files(sections.get("files", [])),
         vrrp=parse_vrrp(sections.get("vrrp", [])),
         live_hash=(sections.get("live") or [""])[0].strip(),
+        owner=(sections.get("owner") or [""])[0].strip(),
     )

@@ -17,15 +17,21 @@ from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult, NodeClient, NodeError
 from lbpair.nodes.observe import NodeObservation, parse_probe
 
-# One script on stdin: journal.sh only defines functions, agent.sh sets the state and runs the command.
-AGENT_SCRIPT = b"".join(
-    resources.files("lbpair.nodes").joinpath(part).read_bytes() for part in ("journal.sh", "agent.sh")
-)
+
+def _script(*parts: str) -> bytes:
+    return b"".join(resources.files("lbpair.nodes").joinpath(part).read_bytes() for part in parts)
+
+
+# One script on stdin: owner.sh and journal.sh only define functions, agent.sh sets the state and runs the
+# command. The staging command (not an agent command: its stdin is the bundle) starts with owner.sh too.
+OWNER_SCRIPT = _script("owner.sh").decode()
+AGENT_SCRIPT = _script("owner.sh", "journal.sh", "agent.sh")
 DEFAULT_STATE_DIR = "/var/lib/lbpair"
 PROBE_TIMEOUT_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 30.0
 VALIDATE_TIMEOUT_SECONDS = 60.0
 VALIDATION_REFUSED_STATUS = 65  # the agent's `validate`: nginx -t or keepalived -t said no
+OWNED_ELSEWHERE_STATUS = 66  # owner.sh: the node belongs to another pair
 DEFAULT_NGINX_PID_FILES = {"nginx": "/run/nginx.pid"}
 
 
@@ -35,6 +41,12 @@ class ValidationFailedError(NodeError):
     reason: ClassVar[str] = "Rejected"
 
 
+class NodeOwnedElsewhereError(NodeError):
+    """The node belongs to another LoadBalancerPair: the command was refused and nothing changed on it."""
+
+    reason: ClassVar[str] = "NodeOwnedByAnotherPair"
+
+
 def _lock_wait(timeout: float) -> str:
     """How long a command waits for the node's lock: a third of its time, so that a node busy with
     another command answers "busy" well before the command's own deadline kills it."""
@@ -42,7 +54,8 @@ def _lock_wait(timeout: float) -> str:
 
 
 def build_agent_command(args: Iterable[str], timeout: float, state_dir: str = DEFAULT_STATE_DIR) -> str:
-    """The shell line that runs the agent (its script on stdin) with `args`."""
+    """The shell line that runs the agent (its script on stdin) with `args`. The calling pair comes in
+    $LBPAIR_OWNER, exported by its session (lbpair.nodes.node.PairSession)."""
     return (
         f"LBPAIR_STATE={shlex.quote(state_dir)} LBPAIR_LOCK_WAIT={_lock_wait(timeout)} sh -s -- "
         + " ".join(shlex.quote(arg) for arg in args)
@@ -50,17 +63,19 @@ def build_agent_command(args: Iterable[str], timeout: float, state_dir: str = DE
 
 
 def build_staging_command(directories: Iterable[str] = (), state_dir: str = DEFAULT_STATE_DIR) -> str:
-    """The shell line that unpacks a bundle (on stdin) into the stage.
+    """The shell script that unpacks a bundle (on stdin) into the stage.
 
     The bundle arrives on stdin, where the agent reads its own script, so this one command is not an agent
-    command; it takes the agent's lock all the same and unpacks beside the stage, renaming it into place
-    only once complete (swap checks the staged files against their manifest too).
+    command; it takes the agent's lock all the same, takes the node for the calling pair if it is free
+    (refusing it when another pair has it), and unpacks beside the stage, renaming it into place only
+    once complete (swap checks the staged files against their manifest too).
     """
     needed = " ".join(shlex.quote(directory) for directory in ["stage.new", *sorted(directories)])
     return (
-        f"mkdir -p -m 0700 {shlex.quote(state_dir)} && cd {shlex.quote(state_dir)} && exec 9>>lock && "
-        f"flock -w {_lock_wait(COMMAND_TIMEOUT_SECONDS)} 9 && rm -rf stage.new && mkdir -p {needed} && "
-        "tar -x --no-same-owner -C stage.new && rm -rf stage && mv stage.new stage"
+        f"{OWNER_SCRIPT}LBPAIR_STATE={shlex.quote(state_dir)}\n"
+        'mkdir -p -m 0700 "$LBPAIR_STATE" && cd "$LBPAIR_STATE" && exec 9>>lock && '
+        f"flock -w {_lock_wait(COMMAND_TIMEOUT_SECONDS)} 9 && own claim && rm -rf stage.new && "
+        f"mkdir -p {needed} && tar -x --no-same-owner -C stage.new && rm -rf stage && mv stage.new stage"
     )
 
 
@@ -69,6 +84,8 @@ def _agent(client: NodeClient, *args: str, timeout: float = COMMAND_TIMEOUT_SECO
 
 
 def _checked(result: CommandResult, what: str) -> CommandResult:
+    if result.exit_status == OWNED_ELSEWHERE_STATUS:
+        raise NodeOwnedElsewhereError(result.stderr.strip().removeprefix("lbpair agent: "))
     if not result.ok:
         detail = (result.stderr or result.stdout).strip()
         raise NodeError(f"{what} failed (exit {result.exit_status}): {detail}")

@@ -89,6 +89,9 @@ class SSHTarget:
     private_key_pem: str = field(repr=False)
     sudo: bool = False
     connect_timeout: float = 5.0
+    pair: str = ""
+    """The pair this session works for, "UID NAMESPACE/NAME": sessions are never shared between pairs, so
+    one pair's bad key or host key cannot break another's sessions to the same address."""
 
     def __post_init__(self) -> None:
         parse_host_key(self.host_key)
@@ -351,15 +354,16 @@ class SSHNodeClient:
 
 
 class NodeConnections:
-    """Persistent clients shared by every reconcile of the process: one per node endpoint, replaced (and
-    the old session closed) when anything that shapes the session changes, e.g. a rotated key."""
+    """Persistent clients shared by every reconcile of the process: one per pair and node endpoint,
+    replaced (and the old session closed) when anything that shapes the session changes, e.g. a rotated
+    key."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, tuple[str, SSHNodeClient]] = {}  # address:port -> (identity, client)
+        self._clients: dict[str, tuple[str, SSHNodeClient]] = {}  # pair|address:port -> (identity, client)
         self._lock = threading.Lock()
 
     def client(self, target: SSHTarget) -> SSHNodeClient:
-        endpoint = f"{target.address}:{target.port}"
+        endpoint = f"{target.pair}|{target.address}:{target.port}"
         with self._lock:
             identity, existing = self._clients.get(endpoint, ("", None))
             if existing is not None and identity == target.identity:
