@@ -297,7 +297,7 @@ lock
 recover
 case $command in
 probe | recover) ;;
-*) own ;; # every change, and validate (it reads the stage), only for the pair that has the node
+*) own check ;; # every change, and validate (it reads the stage), only for the pair that has the node
 esac
 case $command in
 probe) probe "$@" ;;

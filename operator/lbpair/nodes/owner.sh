@@ -4,7 +4,7 @@
 # pair that took the node (the first to stage there) until its uninstall removes the state.
 # shellcheck shell=sh
 
-# own [claim]: return if the node is the caller's (or, with claim, free: it becomes the caller's);
+# own check|claim: return if the node is the caller's (or, with claim, free: it becomes the caller's);
 # otherwise refuse the command with exit 66, naming the pair that has the node.
 own() {
     : "${LBPAIR_OWNER:?the calling pair, UID NAMESPACE/NAME}"
@@ -14,7 +14,7 @@ own() {
         printf 'lbpair agent: this node belongs to LoadBalancerPair %s (uid %s)\n' "${owner#* }" "${owner%% *}" >&2
         exit 66
     fi
-    [ "${1:-}" = claim ] || return 0
+    [ "$1" = claim ] || return 0
     printf '%s\n' "$LBPAIR_OWNER" >"$LBPAIR_STATE/owner.new"
     sync -- "$LBPAIR_STATE/owner.new"
     mv -f "$LBPAIR_STATE/owner.new" "$LBPAIR_STATE/owner"
