@@ -212,6 +212,8 @@ ADDITIONS = (
             "spec.deletionPolicy": "Retain",
             "spec.nginx.workerShutdownTimeout": "30s",
             "spec.nginx.logFormats[0].escape": "json",
+            "spec.backends": {"allowedCIDRs": ["198.18.0.0/15", "127.0.0.1/32"]},
+            "spec.limits": {"maxBufferSize": "512k", "maxBuffersTotal": "2m", "maxTempFileSize": "0"},
         },
     ),
     Addition("seed-tutorial.yaml", "Upstream", "lb-www", {"spec.pairRef.namespace": "demo"}),

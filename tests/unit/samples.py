@@ -63,6 +63,11 @@ class Sample:
     virtual_hosts: list[dict[str, Any]]
     secrets: dict[ObjectRef, dict[str, str]] = field(default_factory=sample_secrets)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    dns: dict[str, list[str]] = field(default_factory=dict)
+    """What backend host names resolve to (a fake DNS); a name not here does not resolve."""
+
+    def resolve(self, name: str) -> list[str]:
+        return self.dns.get(name, [])
 
     def resources(self) -> PairResources:
         return PairResources(
@@ -71,6 +76,7 @@ class Sample:
             virtual_hosts=self.virtual_hosts,
             secrets=self.secrets.get,
             namespace_labels=self.namespace_labels.get,
+            resolve=self.resolve,
         )
 
     def build(self) -> PairBuild:

@@ -126,6 +126,7 @@ PATTERN_EXAMPLES = {
     "NGINX_TIME_PATTERN": "600s",
     "NGINX_VARIABLE_PATTERN": "remote_addr",
     "NGINX_NAME_PATTERN": "main",
+    "HASH_VARIABLE_PATTERN": "cookie_session",
     "CHARSET_PATTERN": "utf-8",
     "MIME_TYPE_PATTERN": "application/json",
     "LOG_LITERAL_PATTERN": '" [',

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from lbpair.build.backends import Backends
 from lbpair.build.keepalived import check_script, keepalived
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
@@ -34,7 +35,7 @@ from lbpair.model.patterns import VRRP_AUTH_PASS_PATTERN
 from lbpair.model.upstream import Upstream as UpstreamSpec
 from lbpair.model.virtualhost import VirtualHost as VirtualHostSpec
 from lbpair.nodes.layout import NodeLayout
-from lbpair.render.model import DesiredState, NodeConfig, ObjectKey, VirtualHost
+from lbpair.render.model import DesiredState, NodeConfig, ObjectKey, Upstream, VirtualHost
 
 ParsedT = TypeVar("ParsedT", UpstreamSpec, VirtualHostSpec)
 VRRP_AUTH_PASS = re.compile(VRRP_AUTH_PASS_PATTERN)
@@ -200,20 +201,28 @@ def build_pair(
     admitted = _Admission(pair, resources, cache or ParseCache(), dict(left_out or {}))
     upstream_specs = admitted.parse("Upstream", resources.upstreams, parse_upstream)
     host_specs = admitted.parse("VirtualHost", resources.virtual_hosts, parse_virtual_host)
-    upstreams = {(key.namespace, key.name): upstream(spec, key, item.spec) for key, item in upstream_specs}
+    backends = Backends(pair, resources.resolve)
+    upstreams: dict[tuple[str, str], Upstream] = {}
+    upstream_problems: list[Problem] = []
+    for key, upstream_spec in upstream_specs:
+        built_upstream = upstream(spec, key, upstream_spec.spec, backends)
+        if isinstance(built_upstream, Upstream):
+            upstreams[(key.namespace, key.name)] = built_upstream
+        else:
+            upstream_problems += built_upstream
     rejected_upstreams = {
         (problem.object.namespace, problem.object.name): problem.message
-        for problem in reversed(admitted.problems)  # the first problem of each wins
+        for problem in reversed(admitted.problems + upstream_problems)  # the first problem of each wins
         if problem.object.kind == "Upstream"
     }
-    problems = duplicate_server_names(host_specs) + conflicting_ports(host_specs)
+    problems = upstream_problems + duplicate_server_names(host_specs) + conflicting_ports(host_specs)
     in_conflict = {problem.object for problem in problems}
     hosts: list[VirtualHost] = []
     tls_files: dict[str, ManagedFile] = {}
     for key, item in host_specs:
         if key in in_conflict:
             continue
-        builder = VirtualHostBuilder(pair, key, upstreams, rejected_upstreams, secrets)
+        builder = VirtualHostBuilder(pair, key, upstreams, rejected_upstreams, secrets, backends)
         built = builder.build(item)
         problems += builder.problems
         if built is not None:

@@ -15,18 +15,22 @@ SecretLookup = Callable[[ObjectRef], Mapping[str, str] | None]
 """A Secret's `data` (base64 values) by reference; None if there is no such Secret."""
 LabelLookup = Callable[[str], Mapping[str, str] | None]
 """A namespace's labels by name; None if there is no such namespace."""
+NameResolver = Callable[[str], Sequence[str]]
+"""The IPv4 addresses a DNS name resolves to, in a stable order; empty when it does not resolve."""
 
 
 @dataclass(frozen=True)
 class PairResources:
     """Everything a build of one pair reads, as the API holds it: the pair, the Upstreams and VirtualHosts
-    whose pairRef names it (valid or not), and read-only views of Secrets and namespace labels."""
+    whose pairRef names it (valid or not), read-only views of Secrets and namespace labels, and the DNS
+    resolver for backend host names."""
 
     pair: Mapping[str, Any]
     upstreams: Sequence[Mapping[str, Any]]
     virtual_hosts: Sequence[Mapping[str, Any]]
     secrets: SecretLookup
     namespace_labels: LabelLookup
+    resolve: NameResolver
 
     def attached_by_key(self) -> dict[ObjectKey, Mapping[str, Any]]:
         """Every attached object's body by its key."""

@@ -1,9 +1,12 @@
-"""Upstream specs → render-model upstreams."""
+"""Upstream specs → render-model upstreams, with each server's host resolved and checked against the
+pair's backend boundaries."""
 
 from __future__ import annotations
 
 import re
 
+from lbpair.build.backends import BackendRefused, Backends
+from lbpair.build.problems import Problem
 from lbpair.model.pair import PairSpec
 from lbpair.model.upstream import UpstreamSpec
 from lbpair.render.model import Balancing, BalancingMethod, ObjectKey, Upstream, UpstreamServer
@@ -27,7 +30,34 @@ def safe_stem(namespace: str, name: str) -> str:
     return stem
 
 
-def upstream(pair_spec: PairSpec, key: ObjectKey, spec: UpstreamSpec) -> Upstream:
+def upstream(
+    pair_spec: PairSpec, key: ObjectKey, spec: UpstreamSpec, backends: Backends
+) -> Upstream | list[Problem]:
+    """The render-model upstream: one nginx server per address a server's host stands for, with the
+    server's weight and flags; or, when a host does not resolve or is not allowed, the problems."""
+    servers: list[UpstreamServer] = []
+    problems: list[Problem] = []
+    for index, server in enumerate(spec.servers):
+        try:
+            addresses = backends.addresses(server.address)
+        except BackendRefused as refused:
+            problems.append(Problem(key, f"spec.servers[{index}].address", str(refused)))
+            continue
+        servers.extend(
+            UpstreamServer(
+                address=address,
+                port=server.port,
+                weight=server.weight,
+                max_fails=server.max_fails,
+                fail_timeout=server.fail_timeout,
+                backup=server.backup,
+                down=server.down,
+                resolved_from=None if address == server.address else server.address,
+            )
+            for address in addresses
+        )
+    if problems:
+        return problems
     stem = safe_stem(key.namespace, key.name)
     hash_key = spec.hash_key
     return Upstream(
@@ -40,16 +70,5 @@ def upstream(pair_spec: PairSpec, key: ObjectKey, spec: UpstreamSpec) -> Upstrea
             consistent=hash_key.consistent if hash_key else False,
         ),
         keepalive=spec.keepalive,
-        servers=[
-            UpstreamServer(
-                address=server.address,
-                port=server.port,
-                weight=server.weight,
-                max_fails=server.max_fails,
-                fail_timeout=server.fail_timeout,
-                backup=server.backup,
-                down=server.down,
-            )
-            for server in spec.servers
-        ],
+        servers=servers,
     )

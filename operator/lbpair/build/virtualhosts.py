@@ -1,6 +1,8 @@
 """VirtualHost specs → render-model virtual hosts (and their TLS files), with per-object problems.
 
-An object with a problem is left out and reported; the rest of the pair still renders.
+An object with a problem is left out and reported; the rest of the pair still renders. URL locations'
+host names are resolved by the operator (see lbpair.build.backends) and sizes are held to the pair's
+spec.limits.
 """
 
 from __future__ import annotations
@@ -8,13 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
+from lbpair.build.backends import BackendRefused, Backends
 from lbpair.build.problems import Problem
 from lbpair.build.resources import SecretReader
 from lbpair.build.upstreams import safe_stem
 from lbpair.model.files import ManagedFile
 from lbpair.model.pair import LoadBalancerPair
 from lbpair.model.patterns import PEM_PATTERN
+from lbpair.model.sizes import size_bytes
 from lbpair.model.virtualhost import Location as LocationSpec
 from lbpair.model.virtualhost import ProxySettings
 from lbpair.model.virtualhost import VirtualHost as VirtualHostSpec
@@ -29,8 +34,10 @@ from lbpair.render.model import (
     LocationCache,
     ObjectKey,
     ProxyTuning,
+    RedirectRewrite,
     TlsFiles,
     Upstream,
+    UrlUpstream,
     VirtualHost,
 )
 
@@ -38,6 +45,35 @@ BUILTIN_LOG_FORMATS = frozenset({"combined"})
 NO_OVERRIDES = ProxySettings()
 MAX_PEM_BYTES = 1 << 20
 PEM = re.compile(PEM_PATTERN)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class UrlTarget:
+    """Where a URL location proxies to once its host is checked: the URL as written when the host is an
+    address; for a host name, an upstream block of the addresses it resolves to."""
+
+    written: str
+    upstream: UrlUpstream | None = None
+
+    @property
+    def url(self) -> str:
+        """What nginx proxies to."""
+        if self.upstream is None:
+            return self.written
+        parts = urlsplit(self.written)
+        return urlunsplit((parts.scheme, self.upstream.name, parts.path, "", ""))
+
+    @property
+    def authority(self) -> str:
+        """host[:port] as written: what nginx's $proxy_host, and so the default Host header, was."""
+        return urlsplit(self.written).netloc
+
+    def default_redirect(self, location_path: str) -> RedirectRewrite:
+        """What nginx's `proxy_redirect default` means for the URL as written (ngx_http_proxy_module)."""
+        if urlsplit(self.written).path:
+            return RedirectRewrite(self.written, location_path)
+        return RedirectRewrite(f"{self.written}/", "/")
 
 
 def effective_proxy(defaults: ProxySettings, location: ProxySettings) -> ProxySettings:
@@ -57,21 +93,36 @@ def effective_proxy(defaults: ProxySettings, location: ProxySettings) -> ProxySe
     return ProxySettings.model_validate(merged)
 
 
-def location(spec: LocationSpec, defaults: ProxySettings, upstream: Upstream | None) -> Location:
+def location(
+    spec: LocationSpec, defaults: ProxySettings, upstream: Upstream | None, url: UrlTarget | None
+) -> Location:
     proxy = effective_proxy(defaults, spec.proxy)
     headers = [Header(name=h.name, variable=h.variable, value=h.value or "") for h in proxy.headers]
     keepalive = upstream is not None and upstream.keepalive is not None
     if keepalive and not any(header.name.lower() == "connection" for header in headers):
         # Upstream keep-alive needs HTTP/1.1 and no "Connection: close" from nginx.
         headers.append(Header(name="Connection"))
+    redirect_rewrite = None
+    if url is not None and url.upstream is not None:
+        # nginx now proxies to an upstream block, so its $proxy_host and `proxy_redirect default` would
+        # name the block: the backend keeps getting the host name it was given, as before.
+        headers = [
+            Header(name=h.name, value=url.authority) if h.variable == "proxy_host" else h for h in headers
+        ]
+        if not any(header.name.lower() == "host" for header in headers):
+            headers.insert(0, Header(name="Host", value=url.authority))
+        if proxy.redirect != "Off":
+            redirect_rewrite = url.default_redirect(spec.path)
     return Location(
         path=spec.path,
         exact=spec.match_type == "Exact",
         upstream=upstream.name if upstream else None,
-        url=None if upstream else spec.url,
+        url=url.url if url else None,
         http11=keepalive,
         headers=headers,
         redirect="off" if proxy.redirect == "Off" else ("default" if proxy.redirect else None),
+        redirect_rewrite=redirect_rewrite,
+        url_upstream=url.upstream if url else None,
         tuning=ProxyTuning(
             connect_timeout=proxy.connect_timeout,
             send_timeout=proxy.send_timeout,
@@ -102,10 +153,50 @@ class VirtualHostBuilder:
     rejected_upstreams: Mapping[tuple[str, str], str]
     """Upstreams of this pair that are left out, with why."""
     secrets: SecretReader
+    backends: Backends
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(self.key, path, message))
+
+    def resolve_url(self, index: int, spec: LocationSpec) -> UrlTarget | None:
+        if spec.url is None:
+            return None
+        parts = urlsplit(spec.url)
+        host, _, port = parts.netloc.partition(":")
+        try:
+            addresses = self.backends.addresses(host)
+        except BackendRefused as refused:
+            self.problem(f"spec.locations[{index}].url", str(refused))
+            return None
+        if addresses == [host]:
+            return UrlTarget(spec.url)
+        servers = [f"{address}:{port or DEFAULT_PORTS[parts.scheme]}" for address in addresses]
+        name = f"url_{safe_stem(self.key.namespace, self.key.name)}_{index}"
+        return UrlTarget(spec.url, UrlUpstream(name, servers))
+
+    def check_limits(self, path: str, proxy: ProxySettings) -> None:
+        """Sizes above the pair's spec.limits (a tenant's share of the nodes' memory and disk)."""
+        limits = self.pair.spec.limits
+        one, total = ("maxBufferSize", limits.max_buffer_size), ("maxBuffersTotal", limits.max_buffers_total)
+        buffers = proxy.buffers
+        for name, value, (limit_name, limit) in (
+            ("bufferSize", proxy.buffer_size, one),
+            ("buffers.size", buffers.size if buffers else None, one),
+            ("busyBuffersSize", proxy.busy_buffers_size, total),
+            ("tempFileWriteSize", proxy.temp_file_write_size, total),
+            ("maxTempFileSize", proxy.max_temp_file_size, ("maxTempFileSize", limits.max_temp_file_size)),
+        ):
+            if value is not None and size_bytes(value) > size_bytes(limit):
+                self.problem(
+                    f"{path}.{name}", f"{value} is above the pair's spec.limits.{limit_name}, {limit}"
+                )
+        if buffers and buffers.number * size_bytes(buffers.size) > size_bytes(limits.max_buffers_total):
+            self.problem(
+                f"{path}.buffers",
+                f"{buffers.number} x {buffers.size} is above the pair's spec.limits.maxBuffersTotal,"
+                f" {limits.max_buffers_total}",
+            )
 
     def resolve_upstream(self, index: int, spec: LocationSpec) -> Upstream | None:
         if spec.upstream_ref is None:
@@ -160,6 +251,7 @@ class VirtualHostBuilder:
         for port in (listener.port for listener in spec.listen):
             if port == profile.nginx_status_port:
                 self.problem("spec.listen", f"port {port} is the pair's status port")
+        self.check_limits("spec.proxy", spec.proxy)
         resolved = []
         for index, location_spec in enumerate(spec.locations):
             if location_spec.cache is not None and location_spec.cache.zone not in cache_zones:
@@ -167,7 +259,14 @@ class VirtualHostBuilder:
                     f"spec.locations[{index}].cache.zone",
                     f"cache zone {location_spec.cache.zone} is not defined by the pair",
                 )
-            resolved.append((location_spec, self.resolve_upstream(index, location_spec)))
+            self.check_limits(f"spec.locations[{index}].proxy", location_spec.proxy)
+            resolved.append(
+                (
+                    location_spec,
+                    self.resolve_upstream(index, location_spec),
+                    self.resolve_url(index, location_spec),
+                )
+            )
         tls_files = self.tls_files(virtual_host)
         if self.problems:
             return None
@@ -185,7 +284,7 @@ class VirtualHostBuilder:
             if spec.access_log.enabled
             else None,
             error_log=ErrorLog(f"{profile.nginx_log_dir}/{stem}.error.log", spec.error_log.level),
-            locations=[location(loc, spec.proxy, upstream) for loc, upstream in resolved],
+            locations=[location(loc, spec.proxy, upstream, url) for loc, upstream, url in resolved],
         )
         return host, tls_files
 

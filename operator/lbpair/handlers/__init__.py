@@ -27,6 +27,7 @@ from lbpair.model import GROUP, VERSION
 from lbpair.model.common import ObjectRef, attached_pair
 from lbpair.nodes.node import AgentNodes
 from lbpair.reconcile import Reconciler
+from lbpair.resolver import CachingResolver
 
 FINALIZER = f"{GROUP}/cleanup"
 
@@ -75,6 +76,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.config = config
     await asyncio.to_thread(load_client_config)
     memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), config)
+    memo.resolver = CachingResolver()
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
     memo.generations = SpecGenerations()
@@ -83,6 +85,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup(id="close-connections")
 async def close_connections(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.to_thread(memo.reconciler.close)
+    memo.resolver.close()
 
 
 # Indexes: the in-memory views a pass renders from.
@@ -189,6 +192,7 @@ async def converge(
                 virtual_hosts=indexes.values("virtualhosts_by_pair", key),
                 secrets=indexes.lookup("secrets_by_name"),
                 namespace_labels=indexes.lookup("namespace_labels"),
+                resolve=memo.resolver,
             )
             events = await loop.run_in_executor(pass_thread, memo.reconciler.run_pass, resources)
             attached = resources.attached_by_key()

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from lbpair.model.base import ApiModel
 from lbpair.model.patterns import DnsLabel, DnsSubdomain, SecretKey
@@ -16,8 +17,9 @@ class ObjectMeta(ApiModel):
 
     name: DnsSubdomain
     namespace: DnsLabel
-    uid: Annotated[str, Field(pattern=r"^[0-9A-Za-z-]{0,64}$")] = ""
-    """Set by the API server; "" in objects that never went through one (tests)."""
+    uid: SkipJsonSchema[Annotated[str, Field(pattern=r"^[0-9a-f-]{0,64}$")]] = ""
+    """Set by the API server (never by a user, so not part of what the schema lists); "" in objects that
+    did not come from an API server (tests)."""
 
     @property
     def owner(self) -> str:

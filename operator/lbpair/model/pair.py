@@ -21,6 +21,7 @@ from lbpair.model.patterns import (
     IPv4Cidr,
     LabelKey,
     LabelValue,
+    NginxSize,
     SshHostKey,
     SystemdUnit,
     UnixUser,
@@ -233,6 +234,37 @@ class NamespaceSelector(ApiModel):
     """Labels a namespace must carry."""
 
 
+class Backends(ApiModel):
+    """Where attached Upstreams and URL locations may send traffic.
+
+    Refused unless listed: loopback (127.0.0.0/8), link-local (169.254.0.0/16, e.g. a cloud metadata
+    service), 0.0.0.0/8, multicast (224.0.0.0/4) and 255.255.255.255. Always refused: the pair's own node
+    addresses, vrrpAddresses and VIPs (a loop, or the nodes' own services)."""
+
+    allowed_cidrs: Annotated[list[IPv4Cidr], Field(min_length=1, max_length=64), UniqueItems()] | None = (
+        Field(default=None, alias="allowedCIDRs")
+    )
+    """When set, every backend address must lie in one of these networks. A refused-unless-listed range
+    is allowed only by an entry inside it: 127.0.0.0/8 or 127.0.0.1/32 allows loopback, but 169.0.0.0/8
+    does not open 169.254.0.0/16. Unset: every address but the refused ones."""
+
+
+class Limits(ApiModel):
+    """Upper bounds on the sizes attached VirtualHosts may set, so that one tenant cannot take the nodes'
+    memory or disk. The defaults leave room for ordinary tuning: nginx's own defaults are one 4k header
+    buffer, 8 x 4k response buffers and a 1024m temporary file per proxied request."""
+
+    max_buffer_size: NginxSize = "1m"
+    """Largest proxy.bufferSize and proxy.buffers.size: one buffer, held per proxied request. 1m fits any
+    sane response header (large cookies or tokens need tens of kilobytes)."""
+    max_buffers_total: NginxSize = "4m"
+    """Largest proxy.buffers (number x size), proxy.busyBuffersSize and proxy.tempFileWriteSize: memory
+    per proxied request, so 1,000 concurrent requests hold at most 4 GB; larger responses spill to a
+    temporary file."""
+    max_temp_file_size: NginxSize = "1024m"
+    """Largest proxy.maxTempFileSize (disk per proxied request); nginx's default."""
+
+
 class NodeProfile(ApiModel):
     """Where things are on the nodes and how services are controlled. The defaults fit Debian/Ubuntu with
     the distribution's nginx and keepalived packages under systemd."""
@@ -352,6 +384,10 @@ class PairSpec(ApiModel):
     deletion_policy: Literal["Restore", "Retain"] = "Restore"
     """What happens on the nodes when the pair is deleted. Restore: the files the operator replaced are put
     back and its own files removed. Retain: the last applied configuration stays in place."""
+    backends: Backends = Backends()
+    """Which addresses attached Upstreams and URL locations may proxy to."""
+    limits: Limits = Limits()
+    """Size limits for attached VirtualHosts."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:

@@ -44,6 +44,13 @@ SYSTEMD_UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 NGINX_SIZE_PATTERN = r"^[0-9]{1,9}[kKmM]?$"
 NGINX_TIME_PATTERN = r"^[0-9]{1,9}(ms|s|m|h|d)?$"
 NGINX_VARIABLE_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+# What an Upstream may hash on: a closed list of request properties, or a named cookie, query argument or
+# request header. Anything else could be a variable nginx does not know (nginx -t fails the whole pair) or
+# one that carries nothing per request.
+HASH_VARIABLE_PATTERN = (
+    r"^(request_uri|uri|remote_addr|binary_remote_addr|host|http_host|server_name"
+    r"|(cookie|arg|http)_[a-z0-9]([a-z0-9_]{0,55}[a-z0-9])?)$"
+)
 NGINX_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 CHARSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 MIME_TYPE_PATTERN = r"^[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9*][a-z0-9.+-]{0,126}$"
@@ -79,6 +86,7 @@ SystemdUnit = Annotated[str, StringConstraints(pattern=SYSTEMD_UNIT_PATTERN, max
 NginxSize = Annotated[str, StringConstraints(pattern=NGINX_SIZE_PATTERN, max_length=10)]
 NginxTime = Annotated[str, StringConstraints(pattern=NGINX_TIME_PATTERN, max_length=11)]
 NginxVariable = Annotated[str, StringConstraints(pattern=NGINX_VARIABLE_PATTERN, max_length=64)]
+HashVariable = Annotated[str, StringConstraints(pattern=HASH_VARIABLE_PATTERN, max_length=64)]
 NginxName = Annotated[str, StringConstraints(pattern=NGINX_NAME_PATTERN, max_length=63)]
 Charset = Annotated[str, StringConstraints(pattern=CHARSET_PATTERN, max_length=32)]
 MimeType = Annotated[str, StringConstraints(pattern=MIME_TYPE_PATTERN, max_length=192)]

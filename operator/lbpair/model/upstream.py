@@ -8,14 +8,16 @@ from pydantic import Field, model_validator
 
 from lbpair.model.base import ApiModel, CelRule, UniqueItems, cel_config
 from lbpair.model.common import ObjectMeta, PairRef, Port
-from lbpair.model.patterns import Host, NginxTime, NginxVariable
+from lbpair.model.patterns import HashVariable, Host, NginxTime
 
 
 class UpstreamServer(ApiModel):
     """One backend server."""
 
     address: Host
-    """IPv4 address or DNS name (resolved by nginx when the configuration loads)."""
+    """IPv4 address or DNS name. The operator resolves a name (IPv4, re-resolved every 30 s) and renders one
+    nginx server per address, so a name that does not resolve refuses this Upstream alone, never the pair.
+    Every address must be an allowed backend of the pair (see the pair's spec.backends)."""
     port: Port = 80
     """Port."""
     weight: Annotated[int, Field(ge=1, le=1000)] = 1
@@ -33,8 +35,10 @@ class UpstreamServer(ApiModel):
 class HashKey(ApiModel):
     """Key for the Hash method."""
 
-    variable: NginxVariable
-    """nginx variable whose value is hashed, without `$`, e.g. request_uri, remote_addr, cookie_session."""
+    variable: HashVariable
+    """nginx variable whose value is hashed, without `$`: one of request_uri, uri, remote_addr,
+    binary_remote_addr, host, http_host, server_name, or cookie_<name>, arg_<name>, http_<name> (a request
+    header, lower case with `_` for `-`), where <name> is lower-case letters, digits and `_`."""
     consistent: bool = True
     """Ketama consistent hashing: adding or removing a server remaps few keys."""
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from lbpair.model.base import ApiModel, CelRule, UniqueItems, cel_config
 from lbpair.model.common import ObjectMeta, PairRef, Port
@@ -19,6 +20,9 @@ from lbpair.model.patterns import (
     ProxyUrl,
     ServerName,
 )
+from lbpair.model.sizes import ProxyBufferSizes, refused_by_nginx, size_bytes
+
+ValueT = TypeVar("ValueT")
 
 # Variables a proxied header may carry. A closed list: each is meaningful for a header and none exposes
 # another request's data.
@@ -120,8 +124,8 @@ class ProxyHeader(ApiModel):
 class ProxyBuffers(ApiModel):
     """Number and size of response buffers (proxy_buffers)."""
 
-    number: Annotated[int, Field(ge=1, le=1024)]
-    """How many buffers."""
+    number: Annotated[int, Field(ge=2, le=1024)]
+    """How many buffers (nginx needs at least 2)."""
     size: NginxSize
     """Size of each buffer."""
 
@@ -143,19 +147,54 @@ class ProxySettings(ApiModel):
     read_timeout: NginxTime | None = None
     """proxy_read_timeout."""
     buffer_size: NginxSize | None = None
-    """proxy_buffer_size."""
+    """proxy_buffer_size: the buffer for the response header (nginx default: one page, 4k). At most the
+    pair's spec.limits.maxBufferSize."""
     buffers: ProxyBuffers | None = None
-    """proxy_buffers."""
+    """proxy_buffers (nginx default: 8 4k). Each at most the pair's spec.limits.maxBufferSize, all together
+    at most spec.limits.maxBuffersTotal."""
     busy_buffers_size: NginxSize | None = None
-    """proxy_busy_buffers_size."""
+    """proxy_busy_buffers_size (nginx default: twice the larger of bufferSize and buffers.size). Must be at
+    least that larger size and at most all buffers minus one, as nginx requires."""
     temp_file_write_size: NginxSize | None = None
-    """proxy_temp_file_write_size."""
+    """proxy_temp_file_write_size (nginx default: twice the larger of bufferSize and buffers.size). At least
+    that larger size, at most the pair's spec.limits.maxBuffersTotal."""
     max_temp_file_size: NginxSize | None = None
-    """proxy_max_temp_file_size."""
+    """proxy_max_temp_file_size (nginx default: 1024m; 0 = no temporary files). 0 or at least the larger
+    of bufferSize and buffers.size; at most the pair's spec.limits.maxTempFileSize."""
     next_upstream: Annotated[list[NextUpstreamCondition], Field(max_length=12), UniqueItems()] = Field(
         default_factory=list
     )
     """When to pass a request to the next server (proxy_next_upstream)."""
+
+
+BUFFER_FIELDS = (
+    "buffer_size",
+    "buffers",
+    "busy_buffers_size",
+    "temp_file_write_size",
+    "max_temp_file_size",
+)
+
+
+def _bytes(size: str | None) -> int | None:
+    return None if size is None else size_bytes(size)
+
+
+def pick(own: ValueT | None, inherited: ValueT | None) -> ValueT | None:
+    return inherited if own is None else own
+
+
+def effective_buffer_sizes(defaults: ProxySettings, location: ProxySettings) -> ProxyBufferSizes:
+    """The buffer settings nginx merges for a location: each of the location's, else the VirtualHost's."""
+    buffers = pick(location.buffers, defaults.buffers)
+    return ProxyBufferSizes(
+        buffer_size=_bytes(pick(location.buffer_size, defaults.buffer_size)),
+        buffers_number=buffers.number if buffers else None,
+        buffers_size=size_bytes(buffers.size) if buffers else None,
+        busy_buffers_size=_bytes(pick(location.busy_buffers_size, defaults.busy_buffers_size)),
+        temp_file_write_size=_bytes(pick(location.temp_file_write_size, defaults.temp_file_write_size)),
+        max_temp_file_size=_bytes(pick(location.max_temp_file_size, defaults.max_temp_file_size)),
+    )
 
 
 class CacheValidity(ApiModel):
@@ -254,7 +293,22 @@ class VirtualHostSpec(ApiModel):
         protocols = {listener.protocol for listener in self.listen}
         HTTPS_NEEDS_TLS.enforce((self.tls is not None) == ("HTTPS" in protocols))
         REDIRECT_NEEDS_HTTP.enforce(self.tls is None or not self.tls.redirect_http or "HTTP" in protocols)
+        self._buffers_nginx_accepts()
         return self
+
+    def _buffers_nginx_accepts(self) -> None:
+        """Each location's effective buffer sizes pass nginx's own checks (see lbpair.model.sizes), blamed
+        on the location when it overrides a buffer setting, else on the VirtualHost's defaults."""
+        for index, location in enumerate(self.locations):
+            refused = refused_by_nginx(effective_buffer_sizes(self.proxy, location.proxy))
+            if refused is None:
+                continue
+            overrides = any(getattr(location.proxy, name) is not None for name in BUFFER_FIELDS)
+            where = f".locations[{index}].proxy" if overrides else ".proxy"
+            field, message = refused
+            raise PydanticCustomError(
+                "nginx_buffers", f"{message} (nginx -t would refuse it)", {"field_path": f"{where}.{field}"}
+            )
 
 
 class VirtualHost(ApiModel):

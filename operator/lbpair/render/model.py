@@ -133,6 +133,8 @@ class UpstreamServer:
     fail_timeout: str
     backup: bool = False
     down: bool = False
+    resolved_from: str | None = None
+    """The host name the operator resolved to `address`, if it was one."""
 
 
 BalancingMethod = Literal["round_robin", "ip_hash", "least_conn", "hash"]
@@ -195,6 +197,25 @@ class ProxyTuning:
 
 
 @dataclass(frozen=True)
+class UrlUpstream:
+    """A URL location's host name as resolved by the operator: nginx proxies to `servers` through an
+    upstream block named `name` in the virtual host's file."""
+
+    name: str
+    servers: list[str]
+    """`address:port` each."""
+
+
+@dataclass(frozen=True)
+class RedirectRewrite:
+    """proxy_redirect <backend> <replacement>: what `proxy_redirect default` does for the URL as the user
+    wrote it, which nginx cannot derive once the host name is replaced by an upstream block."""
+
+    backend: str
+    replacement: str
+
+
+@dataclass(frozen=True)
 class Location:
     path: str
     exact: bool
@@ -203,6 +224,8 @@ class Location:
     http11: bool = False
     headers: list[Header] = field(default_factory=list)
     redirect: Literal["off", "default"] | None = None
+    redirect_rewrite: RedirectRewrite | None = None
+    url_upstream: UrlUpstream | None = None
     tuning: ProxyTuning = ProxyTuning()
     cache: LocationCache | None = None
 
