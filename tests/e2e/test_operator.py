@@ -310,29 +310,27 @@ def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_liv
 
 
 def test_config_that_fails_on_reload_is_rolled_back_on_that_node_only(deployment: Deployment) -> None:
-    # Something else already listens on 8089 on lb2 (the backup, rolled out first): nginx -t passes, the
-    # reload cannot bind, nginx keeps serving the old config, and the operator restores the old files.
+    # Something else already listens on 8089 on lb2 (the backup, rolled out first). The pair declares a
+    # listener there: nginx -t passes, the reload cannot bind, nginx keeps serving the old config, and the
+    # operator restores the old files.
     squatter = deployment.lab.exec(
         "lb2", "sh", "-c", "nohup socat TCP-LISTEN:8089,fork,reuseaddr /dev/null >/dev/null 2>&1 & echo $!"
     ).stdout.strip()
-    virtual_host = attached_object(
-        "VirtualHost",
-        NAMESPACE,
-        "alt-port",
-        PAIR,
-        {"serverNames": ["alt.example.com"], "listen": [{"port": 8089}], "locations": [TO_LB_OA]},
-    )
+    listeners = [{"port": 80, "protocol": "HTTP"}, {"port": 443, "protocol": "HTTPS"}]
+    with_8089 = {"spec": {"listeners": [*listeners, {"port": 8089, "protocol": "HTTP"}]}}
     lb1_before = deployment.node_file("lb1", "/etc/nginx/nginx.conf")
     try:
-        deployment.apply([virtual_host])
+        deployment.kubectl("patch", "lbpair", PAIR, "--type=merge", "-p", json.dumps(with_8089))
         rolled_back = wait_for(lambda: deployment.events("RolledBack"), timeout=60, what="RolledBack event")
         assert "lb2" in rolled_back[0]["message"]
-        assert "alt-port" not in deployment.node_file("lb2", "/etc/nginx/nginx.conf")
+        assert "8089" not in deployment.node_file("lb2", "/etc/nginx/nginx.conf")
         assert deployment.node_file("lb1", "/etc/nginx/nginx.conf") == lb1_before  # never touched
         assert deployment.condition("Programmed")["status"] == "False"
         assert deployment.lab.http_get_via(deployment.vip, "www.example.com", "/").succeeded
     finally:
-        deployment.kubectl("delete", "virtualhost", "alt-port")
+        deployment.kubectl(
+            "patch", "lbpair", PAIR, "--type=merge", "-p", json.dumps({"spec": {"listeners": None}})
+        )
         deployment.lab.exec("lb2", "kill", squatter, check=False)
     deployment.wait_ready()
 

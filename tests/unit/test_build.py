@@ -54,19 +54,6 @@ def test_virtual_host_of_an_invalid_upstream_is_told_why_it_is_not_usable() -> N
     ]
 
 
-def test_duplicate_server_name_goes_to_the_first_virtual_host_by_name() -> None:
-    resources = sample("seed-tutorial.yaml")
-    copy = {**resources.vhost("www"), "metadata": {"name": "www2", "namespace": NAMESPACE}}
-    resources.virtual_hosts.append(copy)
-
-    result = resources.build()
-
-    assert [str(p) for p in result.problems] == [
-        "VirtualHost demo/www2: spec.serverNames[0]: www.example.com is already served by "
-        "VirtualHost demo/www"
-    ]
-
-
 def test_undefined_cache_zone_and_log_format_are_reported() -> None:
     resources = sample("seed-tutorial.yaml")
     resources.pair["spec"]["nginx"].update(cacheZones=[], logFormats=[])
@@ -111,19 +98,6 @@ def test_missing_or_malformed_tls_secret_excludes_only_that_host() -> None:
         "Secret shop-tls: tls.key is not PEM",
     }
     assert len(malformed.state.virtual_hosts) == 3
-
-
-def test_port_used_as_http_and_https_is_reported() -> None:
-    resources = sample("seed-tutorial.yaml", "tls-virtualhost.yaml")
-    shop = resources.vhost("shop")
-    shop["spec"]["listen"] = [{"port": 80, "protocol": "HTTPS"}]
-    shop["spec"]["tls"]["redirectHttp"] = False
-
-    result = resources.build()
-
-    assert [str(p) for p in result.problems] == [
-        "VirtualHost demo/shop: spec.listen[0]: port 80 is HTTP for VirtualHost demo/dev"
-    ]
 
 
 def test_invalid_pair_spec_is_rejected_naming_the_field() -> None:

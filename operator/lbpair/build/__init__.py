@@ -26,7 +26,7 @@ from lbpair.build.resources import (
     object_key,
 )
 from lbpair.build.upstreams import upstream
-from lbpair.build.virtualhosts import VirtualHostBuilder, conflicting_ports, duplicate_server_names
+from lbpair.build.virtualhosts import VirtualHostBuilder, duplicate_server_names
 from lbpair.model import SpecError, parse_pair, parse_upstream, parse_virtual_host
 from lbpair.model.common import ObjectRef
 from lbpair.model.files import ManagedFile
@@ -215,7 +215,7 @@ def build_pair(
         for problem in reversed(admitted.problems + upstream_problems)  # the first problem of each wins
         if problem.object.kind == "Upstream"
     }
-    problems = upstream_problems + duplicate_server_names(host_specs) + conflicting_ports(host_specs)
+    problems = upstream_problems + duplicate_server_names(host_specs)
     in_conflict = {problem.object for problem in problems}
     hosts: list[VirtualHost] = []
     tls_files: dict[str, ManagedFile] = {}

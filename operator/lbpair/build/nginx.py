@@ -10,6 +10,7 @@ from lbpair.render.model import (
     CacheZone,
     ClientLimits,
     Gzip,
+    Listen,
     LogFormat,
     LogItem,
     NginxMain,
@@ -47,7 +48,6 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
     nginx = spec.nginx
     profile = spec.node_profile
     gzip = nginx.gzip
-    listens = {listen for host in hosts for listen in [*host.listens, *host.redirect_listens]}
     bucket_size, max_size = server_names_hash([name for host in hosts for name in host.server_names])
     return NginxMain(
         path=profile.nginx_config_path,
@@ -103,6 +103,7 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
         status_path=status_path(spec),
         status_port=profile.nginx_status_port,
         includes=includes,
-        # Ordered as text ("443 ssl" before "80"), the order nginx.conf has always had.
-        default_listens=sorted(listens, key=lambda listen: (str(listen.port), listen.ssl)),
+        default_listens=[
+            Listen(listener.port, ssl=listener.protocol == "HTTPS") for listener in spec.listeners
+        ],
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from lbpair.build.backends import BackendRefused, Backends
@@ -74,6 +75,9 @@ class UrlTarget:
         if urlsplit(self.written).path:
             return RedirectRewrite(self.written, location_path)
         return RedirectRewrite(f"{self.written}/", "/")
+
+
+NEWEST = datetime.max.replace(tzinfo=UTC)
 
 
 def effective_proxy(defaults: ProxySettings, location: ProxySettings) -> ProxySettings:
@@ -248,9 +252,14 @@ class VirtualHostBuilder:
             self.problem(
                 "spec.accessLog.format", f"log format {spec.access_log.format} is not defined by the pair"
             )
-        for port in (listener.port for listener in spec.listen):
-            if port == profile.nginx_status_port:
-                self.problem("spec.listen", f"port {port} is the pair's status port")
+        declared = {(listener.port, listener.protocol) for listener in pair_spec.listeners}
+        for index, listener in enumerate(spec.listen):
+            if (listener.port, listener.protocol) not in declared:
+                self.problem(
+                    f"spec.listen[{index}]",
+                    f"{listener.port}/{listener.protocol} is not a listener of pair {self.pair.metadata.name}"
+                    f" (its listeners: {declared_listeners(self.pair)})",
+                )
         self.check_limits("spec.proxy", spec.proxy)
         resolved = []
         for index, location_spec in enumerate(spec.locations):
@@ -289,29 +298,35 @@ class VirtualHostBuilder:
         return host, tls_files
 
 
+def declared_listeners(pair: LoadBalancerPair) -> str:
+    return ", ".join(f"{listener.port}/{listener.protocol}" for listener in pair.spec.listeners)
+
+
+def claim_order(entry: tuple[ObjectKey, VirtualHostSpec]) -> tuple[datetime, ObjectKey]:
+    """Oldest first, like Gateway API: creationTimestamp never changes, so a newer object can never take
+    what an older one holds, whatever its name. Ties (the API server counts whole seconds) go by
+    namespace/name; an object without a timestamp (not from an API server) counts as the newest."""
+    key, virtual_host = entry
+    return (virtual_host.metadata.creation_timestamp or NEWEST, key)
+
+
 def duplicate_server_names(virtual_hosts: Sequence[tuple[ObjectKey, VirtualHostSpec]]) -> list[Problem]:
-    """Each server name belongs to the first VirtualHost (by namespace/name) that claims it."""
+    """Each server name (case-insensitively) belongs to the oldest VirtualHost that claims it. The others
+    are told the name is taken, and by whom only within their own namespace: another tenant's object
+    names are not theirs to read."""
     owners: dict[str, ObjectKey] = {}
     problems = []
-    for key, virtual_host in virtual_hosts:
+    for key, virtual_host in sorted(virtual_hosts, key=claim_order):
         for index, server_name in enumerate(virtual_host.spec.server_names):
             owner = owners.setdefault(server_name.lower(), key)
             if owner != key:
+                holder = owner if owner.namespace == key.namespace else "another VirtualHost"
                 problems.append(
-                    Problem(key, f"spec.serverNames[{index}]", f"{server_name} is already served by {owner}")
-                )
-    return problems
-
-
-def conflicting_ports(virtual_hosts: Sequence[tuple[ObjectKey, VirtualHostSpec]]) -> list[Problem]:
-    """A port is HTTPS for every VirtualHost or for none (nginx's `ssl` belongs to the listening socket)."""
-    protocols: dict[int, tuple[str, ObjectKey]] = {}
-    problems = []
-    for key, virtual_host in virtual_hosts:
-        for index, listener in enumerate(virtual_host.spec.listen):
-            protocol, owner = protocols.setdefault(listener.port, (listener.protocol, key))
-            if protocol != listener.protocol:
-                problems.append(
-                    Problem(key, f"spec.listen[{index}]", f"port {listener.port} is {protocol} for {owner}")
+                    Problem(
+                        key,
+                        f"spec.serverNames[{index}]",
+                        f"{server_name} is already served by {holder} (a host name belongs to its oldest "
+                        "claimant)",
+                    )
                 )
     return problems

@@ -112,14 +112,15 @@ def describe_errors(error: ValidationError) -> list[str]:
 
 def parse_object(model: type[ModelT], kind: str, body: Mapping[str, Any]) -> ModelT:
     """Validate a Kubernetes object (as the API returns it) into `model`; only metadata.name/namespace
-    (and uid, which marks the nodes a pair has) and spec are read, so status and the rest of the
-    server-populated metadata never cause an error."""
+    (uid, which marks the nodes a pair has; creationTimestamp, which decides who keeps a contested host
+    name) and spec are read, so status and the rest of the server-populated metadata never cause an error."""
     metadata = body.get("metadata") or {}
     document = {
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
             "uid": metadata.get("uid", ""),
+            "creationTimestamp": metadata.get("creationTimestamp"),
         },
         "spec": body.get("spec"),
     }

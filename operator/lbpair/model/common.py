@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from lbpair.model.base import ApiModel
@@ -17,6 +17,9 @@ class ObjectMeta(ApiModel):
 
     name: DnsSubdomain
     namespace: DnsLabel
+    creation_timestamp: SkipJsonSchema[Annotated[AwareDatetime, Field(strict=False)] | None] = None
+    """Set by the API server (RFC 3339 text), never by a user, so not part of what the schema lists;
+    None only for objects that did not come from an API server (tests)."""
     uid: SkipJsonSchema[Annotated[str, Field(pattern=r"^[0-9a-f-]{0,64}$")]] = ""
     """Set by the API server (never by a user, so not part of what the schema lists); "" in objects that
     did not come from an API server (tests)."""

@@ -94,11 +94,20 @@ class CacheZone(ApiModel):
     """Items not accessed for this long are removed."""
 
 
+NGINX_USER_NOT_ROOT = CelRule(
+    rule="self.user != 'root'",
+    message="root is refused: the worker processes handle every request and must not run as root",
+    field_path=".user",
+)
+
+
 class NginxSettings(ApiModel):
     """nginx-wide settings (nginx.conf main, events and http contexts)."""
 
+    model_config = cel_config(NGINX_USER_NOT_ROOT)
+
     user: UnixUser = "www-data"
-    """User the worker processes run as; must exist on the nodes."""
+    """User the worker processes run as; must exist on the nodes, and not be root."""
     worker_processes: Annotated[int, Field(ge=1, le=1024)] | None = None
     """Number of worker processes; unset means auto (one per CPU)."""
     worker_connections: Annotated[int, Field(ge=1, le=1048576)] = 1024
@@ -133,3 +142,8 @@ class NginxSettings(ApiModel):
         default_factory=list
     )
     """Proxy caches VirtualHost locations may use."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        NGINX_USER_NOT_ROOT.enforce(self.user != "root")
+        return self

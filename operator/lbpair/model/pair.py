@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import posixpath
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -13,15 +14,19 @@ from lbpair.model.base import ApiModel, CelRule, UniqueItems, cel_config
 from lbpair.model.common import ObjectMeta, Port, SecretKeyRef
 from lbpair.model.nginx import NginxSettings
 from lbpair.model.patterns import (
-    AbsolutePath,
     DnsLabel,
     Host,
     InterfaceName,
     IPv4Address,
     IPv4Cidr,
+    KeepalivedConfigFile,
     LabelKey,
     LabelValue,
+    NginxCacheDir,
+    NginxConfigFile,
+    NginxLogDir,
     NginxSize,
+    RunFile,
     SshHostKey,
     SystemdUnit,
     UnixUser,
@@ -265,9 +270,29 @@ class Limits(ApiModel):
     """Largest proxy.maxTempFileSize (disk per proxied request); nginx's default."""
 
 
+MANAGED_DIR_UNDER_NGINX_ROOT = CelRule(
+    rule="self.nginxManagedDir.startsWith("
+    "self.nginxConfigPath.substring(0, self.nginxConfigPath.lastIndexOf('/') + 1))",
+    message="nginxManagedDir must lie below the directory of nginxConfigPath (nginx is reloaded when a file "
+    "there changes)",
+    field_path=".nginxManagedDir",
+)
+CHECK_SCRIPT_UNDER_KEEPALIVED_ROOT = CelRule(
+    rule="self.checkScriptPath.startsWith("
+    "self.keepalivedConfigPath.substring(0, self.keepalivedConfigPath.lastIndexOf('/') + 1))",
+    message="checkScriptPath must lie below the directory of keepalivedConfigPath (keepalived is reloaded "
+    "when a file there changes)",
+    field_path=".checkScriptPath",
+)
+
+
 class NodeProfile(ApiModel):
     """Where things are on the nodes and how services are controlled. The defaults fit Debian/Ubuntu with
-    the distribution's nginx and keepalived packages under systemd."""
+    the distribution's nginx and keepalived packages under systemd. Paths stay in the services' own places
+    (nginx files under /etc/nginx, keepalived's under /etc/keepalived, the pid file under /run, logs under
+    /var/log/nginx, the cache under /var/cache/nginx): root writes or runs them."""
+
+    model_config = cel_config(MANAGED_DIR_UNDER_NGINX_ROOT, CHECK_SCRIPT_UNDER_KEEPALIVED_ROOT)
 
     service_manager: Literal["Systemd"] = "Systemd"
     """How services are started, reloaded and checked (systemctl)."""
@@ -275,24 +300,58 @@ class NodeProfile(ApiModel):
     """nginx's service name."""
     keepalived_service: SystemdUnit = "keepalived"
     """keepalived's service name."""
-    nginx_config_path: AbsolutePath = "/etc/nginx/nginx.conf"
-    """nginx's main configuration file (replaced by the operator)."""
-    nginx_managed_dir: AbsolutePath = "/etc/nginx/lbpair"
-    """Directory holding every other nginx file the operator writes (upstreams, virtual hosts, TLS)."""
-    nginx_mime_types_path: AbsolutePath = "/etc/nginx/mime.types"
-    """The distribution's MIME type map, included by nginx.conf."""
-    nginx_pid_path: AbsolutePath = "/run/nginx.pid"
-    """nginx pid file (must match the service unit's)."""
-    nginx_log_dir: AbsolutePath = "/var/log/nginx"
-    """Directory for nginx's error log and the per-VirtualHost logs."""
-    nginx_cache_dir: AbsolutePath = "/var/cache/nginx/lbpair"
-    """Directory for proxy cache zones and proxy temp files."""
+    nginx_config_path: NginxConfigFile = "/etc/nginx/nginx.conf"
+    """nginx's main configuration file (replaced by the operator), under /etc/nginx."""
+    nginx_managed_dir: NginxConfigFile = "/etc/nginx/lbpair"
+    """Directory holding every other nginx file the operator writes (upstreams, virtual hosts, TLS), below
+    the directory of nginxConfigPath."""
+    nginx_mime_types_path: NginxConfigFile = "/etc/nginx/mime.types"
+    """The distribution's MIME type map, included by nginx.conf, under /etc/nginx."""
+    nginx_pid_path: RunFile = "/run/nginx.pid"
+    """nginx pid file (must match the service unit's), under /run."""
+    nginx_log_dir: NginxLogDir = "/var/log/nginx"
+    """Directory for nginx's error log and the per-VirtualHost logs: /var/log/nginx or below."""
+    nginx_cache_dir: NginxCacheDir = "/var/cache/nginx/lbpair"
+    """Directory for proxy cache zones and proxy temp files: /var/cache/nginx or below."""
     nginx_status_port: Port = 18099
     """Loopback port of the operator's status server (serves the live config hash on 127.0.0.1 only)."""
-    keepalived_config_path: AbsolutePath = "/etc/keepalived/keepalived.conf"
-    """keepalived's configuration file (replaced by the operator)."""
-    check_script_path: AbsolutePath = "/etc/keepalived/lbpair-check-nginx.sh"
-    """Where the health-check script is written."""
+    keepalived_config_path: KeepalivedConfigFile = "/etc/keepalived/keepalived.conf"
+    """keepalived's configuration file (replaced by the operator), under /etc/keepalived."""
+    check_script_path: KeepalivedConfigFile = "/etc/keepalived/lbpair-check-nginx.sh"
+    """Where the health-check script is written (keepalived runs it as root), below the directory of
+    keepalivedConfigPath."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        MANAGED_DIR_UNDER_NGINX_ROOT.enforce(
+            _below_directory_of(self.nginx_managed_dir, self.nginx_config_path)
+        )
+        CHECK_SCRIPT_UNDER_KEEPALIVED_ROOT.enforce(
+            _below_directory_of(self.check_script_path, self.keepalived_config_path)
+        )
+        return self
+
+
+def _below_directory_of(path: str, file: str) -> bool:
+    return path.startswith(posixpath.dirname(file) + "/")
+
+
+class PairListener(ApiModel):
+    """A port the pair's nginx listens on (on every address, so it follows the VIPs) and its protocol."""
+
+    port: Port
+    """Port; neither a node's sshPort nor nodeProfile.nginxStatusPort."""
+    protocol: Literal["HTTP", "HTTPS"]
+    """HTTPS: TLS on this port, with each VirtualHost's own certificate; a name no VirtualHost declares gets
+    no certificate."""
+
+
+LISTENERS_AVOID_NODE_PORTS = CelRule(
+    rule="self.listeners.all(l, l.port != self.nodeProfile.nginxStatusPort && "
+    "self.nodes.all(n, n.sshPort != l.port))",
+    message="listeners may not use a node's sshPort or nodeProfile.nginxStatusPort",
+    field_path=".listeners",
+)
 
 
 NODE_PRIORITIES_DIFFER = CelRule(
@@ -360,6 +419,7 @@ class PairSpec(ApiModel):
         WEIGHT_EXCEEDS_PRIORITY_GAP,
         VIPS_IN_NODE_NETWORK,
         NOPREEMPT_NEEDS_FAULT,
+        LISTENERS_AVOID_NODE_PORTS,
     )
 
     nodes: Annotated[list[PairNode], Field(min_length=2, max_length=2), UniqueItems(("name",))]
@@ -381,6 +441,12 @@ class PairSpec(ApiModel):
     """Paths and service control on the nodes."""
     allowed_namespaces: AllowedNamespaces = AllowedNamespaces()
     """Namespaces whose Upstreams and VirtualHosts may attach to this pair."""
+    listeners: Annotated[list[PairListener], Field(min_length=1, max_length=16), UniqueItems(("port",))] = [  # noqa: RUF012
+        PairListener(port=80, protocol="HTTP"),
+        PairListener(port=443, protocol="HTTPS"),
+    ]
+    """The ports VirtualHosts may listen on, each with its protocol (like a Gateway's listeners). A
+    VirtualHost listening elsewhere, or with the other protocol, is not accepted."""
     deletion_policy: Literal["Restore", "Retain"] = "Restore"
     """What happens on the nodes when the pair is deleted. Restore: the files the operator replaced are put
     back and its own files removed. Retain: the last applied configuration stays in place."""
@@ -415,6 +481,12 @@ class PairSpec(ApiModel):
             all(_in_network(vip.address, node.vrrp_address) for vip in self.vips for node in self.nodes)
         )
         NOPREEMPT_NEEDS_FAULT.enforce(self.vrrp.preempt.mode != "NoPreempt" or weight == 0)
+        return self
+
+    @model_validator(mode="after")
+    def _listener_rules(self) -> Self:
+        reserved = {self.node_profile.nginx_status_port} | {node.ssh_port for node in self.nodes}
+        LISTENERS_AVOID_NODE_PORTS.enforce(all(listener.port not in reserved for listener in self.listeners))
         return self
 
 

@@ -39,7 +39,14 @@ SSH_HOST_KEY_PATTERN = (
     r" [A-Za-z0-9+/]+={0,3}$"
 )
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]{1,253}$"  # noqa: S105 - a pattern, not a secret
-ABSOLUTE_PATH_PATTERN = rf"^(/{_PATH_SEGMENT})+$"
+# Node paths a pair may name. Whoever edits a pair already runs nginx and keepalived as root on its nodes;
+# these keep the files root writes (configuration, the health-check script root runs, the pid file, logs,
+# cache) in the services' own places instead of anywhere on the node.
+NGINX_CONFIG_FILE_PATTERN = rf"^/etc/nginx(/{_PATH_SEGMENT})+$"
+KEEPALIVED_CONFIG_FILE_PATTERN = rf"^/etc/keepalived(/{_PATH_SEGMENT})+$"
+RUN_FILE_PATTERN = rf"^/run(/{_PATH_SEGMENT})+$"
+NGINX_LOG_DIR_PATTERN = rf"^/var/log/nginx(/{_PATH_SEGMENT})*$"
+NGINX_CACHE_DIR_PATTERN = rf"^/var/cache/nginx(/{_PATH_SEGMENT})*$"
 SYSTEMD_UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 NGINX_SIZE_PATTERN = r"^[0-9]{1,9}[kKmM]?$"
 NGINX_TIME_PATTERN = r"^[0-9]{1,9}(ms|s|m|h|d)?$"
@@ -81,7 +88,13 @@ InterfaceName = Annotated[str, StringConstraints(pattern=INTERFACE_PATTERN, max_
 UnixUser = Annotated[str, StringConstraints(pattern=UNIX_USER_PATTERN, max_length=32)]
 SshHostKey = Annotated[str, StringConstraints(pattern=SSH_HOST_KEY_PATTERN, max_length=8300)]
 SecretKey = Annotated[str, StringConstraints(pattern=SECRET_KEY_PATTERN, max_length=253)]
-AbsolutePath = Annotated[str, StringConstraints(pattern=ABSOLUTE_PATH_PATTERN, max_length=255)]
+NginxConfigFile = Annotated[str, StringConstraints(pattern=NGINX_CONFIG_FILE_PATTERN, max_length=255)]
+KeepalivedConfigFile = Annotated[
+    str, StringConstraints(pattern=KEEPALIVED_CONFIG_FILE_PATTERN, max_length=255)
+]
+RunFile = Annotated[str, StringConstraints(pattern=RUN_FILE_PATTERN, max_length=255)]
+NginxLogDir = Annotated[str, StringConstraints(pattern=NGINX_LOG_DIR_PATTERN, max_length=255)]
+NginxCacheDir = Annotated[str, StringConstraints(pattern=NGINX_CACHE_DIR_PATTERN, max_length=255)]
 SystemdUnit = Annotated[str, StringConstraints(pattern=SYSTEMD_UNIT_PATTERN, max_length=64)]
 NginxSize = Annotated[str, StringConstraints(pattern=NGINX_SIZE_PATTERN, max_length=10)]
 NginxTime = Annotated[str, StringConstraints(pattern=NGINX_TIME_PATTERN, max_length=11)]

@@ -57,7 +57,8 @@ NextUpstreamCondition = Literal[
 
 
 class Listener(ApiModel):
-    """A port nginx listens on for this host (on every address, so it follows the VIPs)."""
+    """A port nginx listens on for this host (on every address, so it follows the VIPs): one of the pair's
+    spec.listeners, with its protocol."""
 
     port: Port
     """Port."""

@@ -120,8 +120,9 @@ class NginxMain:
     status_port: int
     includes: list[str]
     default_listens: list[Listen]
-    """Every listener of every virtual host: each gets a default server that refuses unknown Host names,
-    so a request for a name no VirtualHost declares never lands on whichever host nginx loaded first."""
+    """Every listener the pair declares: each gets a default server that refuses unknown Host names, so a
+    request for a name no VirtualHost declares never lands on whichever host nginx loaded first, and a
+    declared port is open (and its protocol fixed) whether or not a VirtualHost uses it yet."""
 
 
 @dataclass(frozen=True)
