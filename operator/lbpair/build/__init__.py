@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 from lbpair.build.keepalived import check_script, keepalived
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
-from lbpair.build.resources import PairResources, SecretLookup, SecretReader
+from lbpair.build.resources import PairResources, SecretLookup, SecretReader, SecretUnusable
 from lbpair.build.upstreams import upstream
 from lbpair.build.virtualhosts import VirtualHostBuilder, conflicting_ports, duplicate_server_names
 from lbpair.model import SpecError, parse_pair, parse_upstream, parse_virtual_host
@@ -106,13 +106,9 @@ class PairAccess:
     generation: int
     layout: NodeLayout
     ssh_private_key: str | None = field(repr=False)
-    """None when the Secret or key is missing (the reason is `missing_key`)."""
+    """None when the key cannot be read (the reason is `missing_key`)."""
+    missing_key: str
     secrets: SecretReader
-
-    @property
-    def missing_key(self) -> str:
-        reference = self.pair.spec.ssh.private_key_secret_ref
-        return f"Secret {self.pair.metadata.namespace}/{reference.name} has no usable key {reference.key!r}"
 
 
 def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAccess | PairRejected:
@@ -123,8 +119,16 @@ def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAcce
         return PairRejected("InvalidSpec", str(error), generation, frozenset())
     reader = SecretReader(secrets)
     key_ref = pair.spec.ssh.private_key_secret_ref
-    ssh_key = reader.text(pair.metadata.namespace, key_ref.name, key_ref.key)
-    return PairAccess(pair, generation, node_layout(pair.spec), ssh_key, reader)
+    ssh_key, missing_key = None, ""
+    try:
+        ssh_key = reader.text(pair.metadata.namespace, key_ref.name, key_ref.key)
+    except SecretUnusable as error:
+        missing_key = f"{_pair_name(pair)}: spec.ssh.privateKeySecretRef: {error}"
+    return PairAccess(pair, generation, node_layout(pair.spec), ssh_key, missing_key, reader)
+
+
+def _pair_name(pair: LoadBalancerPair) -> str:
+    return f"LoadBalancerPair {pair.metadata.namespace}/{pair.metadata.name}"
 
 
 @dataclass
@@ -176,11 +180,16 @@ def build_pair(resources: PairResources, cache: ParseCache | None = None) -> Pai
     auth_pass: str | None = None
     if spec.vrrp.authentication is not None:
         auth_ref = spec.vrrp.authentication.secret_ref
-        auth_pass = secrets.text(namespace, auth_ref.name, auth_ref.key)
-        if auth_pass is None or not VRRP_AUTH_PASS.fullmatch(auth_pass):
+        field_name = f"{_pair_name(pair)}: spec.vrrp.authentication.secretRef"
+        try:
+            auth_pass = secrets.text(namespace, auth_ref.name, auth_ref.key)
+        except SecretUnusable as error:
+            return PairRejected(
+                "SecretMissing", f"{field_name}: {error}", generation, frozenset(secrets.used)
+            )
+        if not VRRP_AUTH_PASS.fullmatch(auth_pass):
             message = (
-                f"LoadBalancerPair {namespace}/{pair.metadata.name}: spec.vrrp.authentication.secretRef: "
-                f"Secret {auth_ref.name} key {auth_ref.key} is missing or not 1-8 characters of "
+                f"{field_name}: Secret {auth_ref.name} key {auth_ref.key} is not 1-8 characters of "
                 "[A-Za-z0-9._+=-]"
             )
             return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))
