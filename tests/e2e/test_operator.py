@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lbpair.model import SECRET_LABEL
 from testbed.addressing import CLIENT, Segment
 from testbed.cluster import ControlPlane
 from testbed.lab import Lab
@@ -370,7 +371,7 @@ def test_a_changed_secret_is_rendered_onto_the_nodes(deployment: Deployment) -> 
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "seed-vrrp-auth", "namespace": NAMESPACE},
+        "metadata": {"name": "seed-vrrp-auth", "namespace": NAMESPACE, "labels": {SECRET_LABEL: "true"}},
         "type": "Opaque",
         "stringData": {"password": "2222"},
     }
