@@ -156,8 +156,13 @@ class SecretWatch:
     from a fresh list, failures with backoff. `on_change` gets each Secret that changed, appeared or went
     away (including by losing the label), from the watch threads."""
 
-    def __init__(self, namespaces: Sequence[str], on_change: Callable[[ObjectRef], None]) -> None:
-        self._core = client.CoreV1Api()
+    def __init__(
+        self,
+        namespaces: Sequence[str],
+        on_change: Callable[[ObjectRef], None],
+        core: Any = None,  # noqa: ANN401 - a kubernetes CoreV1Api; a unit test passes a scripted one
+    ) -> None:
+        self._core = core or client.CoreV1Api()
         self._scopes: list[str | None] = list(namespaces) or [None]
         self._on_change = on_change
         self._stopped = threading.Event()

@@ -3,15 +3,21 @@ namespace, of the right type, holding what they must, and only the keys a build 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lbpair.kube import ListedSecret, SecretStore
+from lbpair.kube import ListedSecret, SecretStore, SecretWatch
 from lbpair.model.common import ObjectRef
 from lbpair.model.secret import TLS_SECRET_TYPE, HeldSecret
 from tests.unit.samples import NAMESPACE, TLS_INPUTS, Sample, held_secret, sample, secret_data, tls_secret
 
 SHOP_TLS = ObjectRef(NAMESPACE, "shop-tls")
+LABELLED = {"lb.lbpair.dev/usable": "true"}
 CERTIFICATE = (TLS_INPUTS / "shop-tls.crt").read_text()
 PRIVATE_KEY = (TLS_INPUTS / "shop-tls.key").read_text()
 
@@ -200,3 +206,88 @@ def test_a_newer_watch_event_wins_over_a_slower_read() -> None:
 
     assert held is not None
     assert held.data == secret_data(tls_crt="new")
+
+
+# The watch: a scripted API server behind the kubernetes client's own watch helper.
+
+
+def secret_body(name: str, version: str, **values: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE, "resourceVersion": version},
+        "type": TLS_SECRET_TYPE,
+        "data": secret_data(**values),
+    }
+
+
+class ScriptedResponse:
+    """An HTTP response as urllib3 gives it to the client (a list body, or a watch stream of events)."""
+
+    status = 200
+
+    def __init__(
+        self, body: dict[str, Any] | None = None, events: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.data = json.dumps(body).encode()
+        self._lines = [json.dumps(event).encode() + b"\n" for event in events or []]
+
+    def stream(self, amt: object = None, decode_content: object = None) -> Iterator[bytes]:
+        yield from self._lines
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+class ScriptedApiServer:
+    """Answers list and watch requests from a script; stops the watcher when the script runs out."""
+
+    def __init__(self, lists: list[dict[str, Any]], watches: list[list[dict[str, Any]]]) -> None:
+        self.lists, self.watches = lists, watches
+        self.watcher: SecretWatch | None = None
+
+    def list_secret_for_all_namespaces(self, **kwargs: Any) -> ScriptedResponse:
+        assert kwargs["label_selector"] == "lb.lbpair.dev/usable=true"
+        if not kwargs.get("watch"):
+            return ScriptedResponse(body=self.lists.pop(0))
+        if not self.watches:
+            assert self.watcher is not None
+            self.watcher.stop()
+            return ScriptedResponse(events=[])
+        return ScriptedResponse(events=self.watches.pop(0))
+
+    def read_namespaced_secret(self, name: str, namespace: str, **_: Any) -> ScriptedResponse:
+        current = secret_body(name, "10", tls_crt="a1")  # what a GET returns before the watch moves on
+        return ScriptedResponse(body={**current, "metadata": {**current["metadata"], "labels": LABELLED}})
+
+
+@pytest.mark.timeout(30)  # a script that ran out too early would leave the loop retrying
+def test_the_watch_follows_changes_and_lists_again_when_its_version_expires() -> None:
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}}
+    api = ScriptedApiServer(
+        lists=[
+            {"metadata": {"resourceVersion": "10"}, "items": [secret_body("a", "10", tls_crt="a1")]},
+            # After the 410: "a" changed and "b" appeared while nobody was watching.
+            {
+                "metadata": {"resourceVersion": "20"},
+                "items": [secret_body("a", "19", tls_crt="a3"), secret_body("b", "20", tls_crt="b1")],
+            },
+        ],
+        watches=[[{"type": "MODIFIED", "object": secret_body("a", "11", tls_crt="a2")}, gone]],
+    )
+    changed: list[str] = []
+    watcher = SecretWatch([], lambda reference: changed.append(reference.name), core=api)
+    api.watcher = watcher
+    watcher.sync()
+    first = watcher.store.lookup(ObjectRef(NAMESPACE, "a"), "tls.crt")  # a build asks for the key
+
+    watcher._follow(None)  # the watch thread's loop, run here until the script ends
+
+    last = watcher.store.lookup(ObjectRef(NAMESPACE, "a"), "tls.crt")
+    assert first is not None
+    assert first.data == secret_data(tls_crt="a1")
+    assert last is not None
+    assert last.data == secret_data(tls_crt="a3")
+    assert watcher.store.lookup(ObjectRef(NAMESPACE, "b"), "tls.crt") is not None
+    assert sorted(changed) == ["a", "a", "a", "b"]  # listed, modified, listed again (changed); b appeared
