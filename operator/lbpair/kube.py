@@ -203,24 +203,16 @@ class SecretWatch:
                     version = self._relist(scope)
                 version = self._watch(scope, version)
                 delay = WATCH_RETRY_SECONDS
-            except ApiException as error:
-                if error.status == HTTP_GONE:  # our resourceVersion is too old: start over from a list
+            except Exception as error:  # noqa: BLE001 - API and network errors of any kind: the watch goes on
+                version = None  # start over from a list
+                if isinstance(error, ApiException) and error.status == HTTP_GONE:  # our version is too old
                     log.info("secret watch scope=%s expired; listing again", scope or "all")
-                    version = None
                     continue
                 log.warning(
                     "secret watch scope=%s failed: %s; retrying in %g s", scope or "all", error, delay
                 )
-                version = None
-            except Exception as error:  # noqa: BLE001 - network errors of any kind: the watch must go on
-                log.warning(
-                    "secret watch scope=%s failed: %s; retrying in %g s", scope or "all", error, delay
-                )
-                version = None
-            else:
-                continue
-            self._stopped.wait(delay)
-            delay = min(2 * delay, WATCH_MAX_RETRY_SECONDS)
+                self._stopped.wait(delay)
+                delay = min(2 * delay, WATCH_MAX_RETRY_SECONDS)
 
     def _watch(self, scope: str | None, version: str) -> str:
         """Follows one watch request until the server ends it; returns the last resourceVersion seen."""
