@@ -1,60 +1,32 @@
 """Tenant isolation benchmark (issue 10): objects nginx refuses, fed one after another through the shared
 seed pair while another tenant edits its VirtualHost and a client loops through the VIP.
 
-Each round applies a new VirtualHost whose certificate and key do not match (schema-valid; nginx -t
-refuses it: "key values mismatch"), then at once the other tenant's edit (a new server name on its own
-VirtualHost), so both land in the same pass. The round's figure is the seconds from the edit until it is
-served through the VIP; the refused objects must each end Accepted=False with nginx's message, and no
-request through the VIP may fail. The baseline is the same edit with no refused object in the round,
-measured in the same run.
+Each round applies a new VirtualHost whose certificate has a 1024-bit key (valid for the schema and the
+model; nginx -t refuses it: "ee key too small"), then at once the other tenant's edit (a new server name
+on its own VirtualHost), so both land in the same pass. The round's figure is the seconds from the edit
+until it is served through the VIP; the refused objects must each end Accepted=False with nginx's
+message, and no request through the VIP may fail. The baseline is the same edit with no refused object
+in the round, measured in the same run.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.stats import summary
-from testbed.operator import attached_object, wait_for
+from testbed.operator import attached_object, wait_for, weak_tls_secret
 from testbed.traffic import RequestLoop
 
 if TYPE_CHECKING:
     from bench.run import Bench
 
-CERTIFICATE = Path(__file__).resolve().parents[1] / "tests" / "golden" / "inputs" / "shop-tls.crt"
 EDITED = "tenant-b"
 
 
 def refused_objects(bench: Bench, count: int, baseline_runs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="lbpair-bench-") as scratch:
-        wrong_key = Path(scratch) / "wrong.key"
-        subprocess.run(
-            [
-                "openssl",
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                str(wrong_key),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        bench.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "mismatched-tls", "namespace": bench.namespace},
-                "type": "kubernetes.io/tls",
-                "stringData": {"tls.crt": CERTIFICATE.read_text(), "tls.key": wrong_key.read_text()},
-            }
-        )
+    bench.apply(weak_tls_secret(bench.namespace, "legacy-tls"))
     baseline = [_edit_live_seconds(bench, f"baseline-{run}", refused=None) for run in range(baseline_runs)]
     loop = RequestLoop(
         bench.lab, host="oa.example.com", interval=0.1, max_requests=20 * count, max_seconds=20.0 * count
@@ -70,7 +42,7 @@ def refused_objects(bench: Bench, count: int, baseline_runs: int) -> dict[str, A
         what="every refused VirtualHost reporting nginx's refusal",
     )
     bench.kubectl("delete", "virtualhost", EDITED, *refused_names)
-    bench.kubectl("delete", "secret", "mismatched-tls")
+    bench.kubectl("delete", "secret", "legacy-tls")
     wait_for(bench.ready, timeout=120, what="Ready after cleanup")
     edit = summary(with_refusal)
     base = summary(baseline)
@@ -98,7 +70,7 @@ def _edit_live_seconds(bench: Bench, label: str, refused: str | None) -> float:
                 {
                     "serverNames": [f"{refused}.example.com"],
                     "listen": [{"port": 443, "protocol": "HTTPS"}],
-                    "tls": {"secretName": "mismatched-tls"},
+                    "tls": {"secretName": "legacy-tls"},
                     "locations": [{"path": "/", "upstreamRef": {"name": "lb-oa"}}],
                 },
             )
@@ -119,7 +91,5 @@ def _refused_by_nginx(bench: Bench, name: str) -> bool:
     document = json.loads(bench.kubectl("get", "virtualhost", name, "-o", "json"))
     accepted = [c for c in document.get("status", {}).get("conditions", []) if c["type"] == "Accepted"]
     return (
-        bool(accepted)
-        and accepted[0]["status"] == "False"
-        and "key values mismatch" in accepted[0]["message"]
+        bool(accepted) and accepted[0]["status"] == "False" and "ee key too small" in accepted[0]["message"]
     )

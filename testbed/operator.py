@@ -11,14 +11,16 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lbpair.model import API_VERSION
+from lbpair.model import API_VERSION, SECRET_LABEL
 from lbpair.nodes.operations import DEFAULT_STATE_DIR
 from testbed.addressing import Segment
 from testbed.cluster import REPO_ROOT, ControlPlane
@@ -40,16 +42,19 @@ def install_crds(cluster: ControlPlane) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO_ROOT / "crds"))
 
 
-def install_chart_rbac(cluster: ControlPlane) -> Path:
-    """Apply the chart's ServiceAccount and RBAC (rendered by helm); returns the SA's kubeconfig.
+def install_chart_rbac(cluster: ControlPlane, chart_values: Sequence[str] = ()) -> Path:
+    """Apply the chart's ServiceAccount and RBAC (rendered by helm with `chart_values`, each a `--set`
+    argument); returns the SA's kubeconfig.
 
     The Deployment is left out: there is no kubelet here, the operator runs as a local process instead.
+    A Role the values put in a namespace needs the namespace: it is created first.
     """
-    rendered = cluster.helm(
-        "template", RELEASE, str(REPO_ROOT / "charts" / "lbpair-operator"), "--namespace", OPERATOR_NAMESPACE
-    ).stdout
+    chart = str(REPO_ROOT / "charts" / "lbpair-operator")
+    sets = [argument for value in chart_values for argument in ("--set", value)]
+    rendered = cluster.helm("template", RELEASE, chart, "--namespace", OPERATOR_NAMESPACE, *sets).stdout
     rbac = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] != "Deployment"]
-    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    for namespace in {OPERATOR_NAMESPACE} | {doc["metadata"].get("namespace", "") for doc in rbac} - {""}:
+        cluster.kubectl("create", "namespace", namespace, check=False)
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
     return cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, SERVICE_ACCOUNT)
 
@@ -59,7 +64,7 @@ def ssh_key_secret(lab: Lab, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": SSH_KEY_SECRET, "namespace": namespace},
+        "metadata": {"name": SSH_KEY_SECRET, "namespace": namespace, "labels": {SECRET_LABEL: "true"}},
         "type": "Opaque",
         "data": {SSH_KEY_SECRET_KEY: base64.b64encode(lab.ssh_key_path.read_bytes()).decode()},
     }
@@ -91,6 +96,27 @@ def on_lab(documents: list[dict[str, Any]], lab: Lab) -> list[dict[str, Any]]:
                     f"the lab's {lab.mgmt_address(node['name'])}; samples use the documentation plan"
                 )
     return translated
+
+
+def weak_tls_secret(namespace: str, name: str) -> dict[str, Any]:
+    """A kubernetes.io/tls Secret (labelled for the operator) that every check of the model passes and nginx
+    -t refuses: a certificate with a 1024-bit RSA key, too small for OpenSSL 3's default security level
+    ("ee key too small"), as a long-lived legacy certificate would be."""
+    with tempfile.TemporaryDirectory(prefix="lbpair-weak-tls-") as scratch:
+        key, certificate = Path(scratch) / "tls.key", Path(scratch) / "tls.crt"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "30",
+             "-subj", "/CN=legacy.example.com", "-keyout", str(key), "-out", str(certificate)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        data = {"tls.crt": certificate.read_text(), "tls.key": key.read_text()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {SECRET_LABEL: "true"}},
+        "type": "kubernetes.io/tls",
+        "stringData": data,
+    }
 
 
 def attached_object(kind: str, namespace: str, name: str, pair: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -179,12 +205,17 @@ def deploy_sample(cluster: ControlPlane, lab: Lab, namespace: str, sample: Path 
 
 
 def deploy_documents(
-    cluster: ControlPlane, lab: Lab, namespace: str, documents: list[dict[str, Any]]
+    cluster: ControlPlane,
+    lab: Lab,
+    namespace: str,
+    documents: list[dict[str, Any]],
+    chart_values: Sequence[str] = (),
 ) -> Path:
-    """CRDs, the chart's RBAC, the lab's SSH key Secret and `documents` (already on the lab's addresses)
-    applied in `namespace`. Returns the kubeconfig of the chart's ServiceAccount."""
+    """CRDs, the chart's RBAC (with `chart_values`, see install_chart_rbac), the lab's SSH key Secret and
+    `documents` (already on the lab's addresses) applied in `namespace`. Returns the kubeconfig of the
+    chart's ServiceAccount."""
     install_crds(cluster)
-    operator_kubeconfig = install_chart_rbac(cluster)
+    operator_kubeconfig = install_chart_rbac(cluster, chart_values)
     cluster.kubectl("create", "namespace", namespace, check=False)
     listed = json.dumps(
         {"apiVersion": "v1", "kind": "List", "items": [ssh_key_secret(lab, namespace), *documents]}

@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PREFIX = "LBPAIR_"
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS label, as Kubernetes names one
 
 
 class ConfigError(ValueError):
@@ -35,16 +38,20 @@ class OperatorConfig:
     """lastProbeTime alone does not justify a status write more often than this (etcd churn, GitOps noise)."""
     verify_timeout_seconds: float = 10.0
     """How long a reloaded nginx may take to serve the new config before the node is rolled back."""
+    secret_namespaces: tuple[str, ...] = ()
+    """The namespaces whose opt-in Secrets are watched (comma-separated); empty: all namespaces. Matches
+    the chart's `secretNamespaces`, which grants Secret read in just these."""
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> OperatorConfig:
         """Each field from `LBPAIR_<FIELD>` (e.g. LBPAIR_PROBE_INTERVAL_SECONDS) where set."""
         environment = os.environ if environment is None else environment
-        values: dict[str, float] = {}
+        values: dict[str, Any] = {}
         for config_field in dataclasses.fields(cls):
             variable = PREFIX + config_field.name.upper()
             if variable in environment:
-                values[config_field.name] = _positive_seconds(variable, environment[variable])
+                parse = _namespace_list if config_field.name == "secret_namespaces" else _positive_seconds
+                values[config_field.name] = parse(variable, environment[variable])
         config = cls(**values)
         for longest, shortest in _UPPER_BOUNDS:
             if getattr(config, longest) < getattr(config, shortest):
@@ -67,3 +74,11 @@ def _positive_seconds(variable: str, text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{variable}={text!r} must be a positive number of seconds")
     return value
+
+
+def _namespace_list(variable: str, text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if not NAMESPACE_NAME.fullmatch(name):
+            raise ConfigError(f"{variable}={text!r}: {name!r} is not a namespace name")
+    return names

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lbpair.model import SECRET_LABEL
 from testbed.addressing import CLIENT, Segment
 from testbed.cluster import ControlPlane
 from testbed.lab import Lab
@@ -25,6 +24,7 @@ from testbed.operator import (
     attached_object,
     deploy_sample,
     wait_for,
+    weak_tls_secret,
 )
 from testbed.traffic import RequestLoop
 
@@ -35,7 +35,6 @@ PAIR = "seed"
 STATE_FILE = "/var/lib/lbpair/manifest"
 VHOST_FILE = f"/etc/nginx/lbpair/vhost_{NAMESPACE}_www.conf"
 TO_LB_OA = {"path": "/", "upstreamRef": {"name": "lb-oa"}}
-SHOP_CERTIFICATE = Path(__file__).parents[1] / "golden" / "inputs" / "shop-tls.crt"
 
 
 class Deployment:
@@ -233,31 +232,10 @@ def test_nginx_death_on_the_holder_moves_the_vip_and_preempt_brings_it_back(depl
 
 
 def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_live(
-    deployment: Deployment, tmp_path: Path
+    deployment: Deployment,
 ) -> None:
-    # Valid for the schema, refused by nginx -t: a renewed certificate saved with the wrong key.
-    wrong_key = tmp_path / "wrong.key"
-    subprocess.run(
-        [
-            "openssl",
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            str(wrong_key),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    mismatched = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "mismatched-tls", "namespace": NAMESPACE},
-        "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": SHOP_CERTIFICATE.read_text(), "tls.key": wrong_key.read_text()},
-    }
+    # Valid for the schema and the model, refused by nginx -t: a legacy certificate with a 1024-bit key.
+    weak = weak_tls_secret(NAMESPACE, "legacy-tls")
     refused = attached_object(
         "VirtualHost",
         NAMESPACE,
@@ -266,7 +244,7 @@ def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_liv
         {
             "serverNames": ["renewed.example.com"],
             "listen": [{"port": 443, "protocol": "HTTPS"}],
-            "tls": {"secretName": "mismatched-tls"},
+            "tls": {"secretName": "legacy-tls"},
             "locations": [TO_LB_OA],
         },
     )
@@ -276,7 +254,7 @@ def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_liv
     www = attached_object("VirtualHost", NAMESPACE, "www", PAIR, spec)
     with RequestLoop(deployment.lab, host="oa.example.com", interval=0.1, max_seconds=30) as requests:
         try:
-            deployment.apply([mismatched, refused])
+            deployment.apply([weak, refused])
             deployment.apply([www])  # the other tenant, meanwhile
             wait_for(
                 lambda: deployment.lab.http_get_via(deployment.vip, "www-edited.example.com", "/").succeeded,
@@ -285,7 +263,7 @@ def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_liv
             )
             accepted = deployment.wait_attached_condition("virtualhost", "renewed-shop", "Accepted", "False")
             assert "refused by the validators on" in accepted["message"]
-            assert "key values mismatch" in accepted["message"]
+            assert "ee key too small" in accepted["message"]
             events = deployment.kubectl(
                 "get",
                 "events",
@@ -301,7 +279,7 @@ def test_an_object_nginx_refuses_is_left_out_while_another_tenants_edit_goes_liv
                 assert f"vhost_{NAMESPACE}_renewed-shop.conf" not in listed
         finally:
             deployment.kubectl("delete", "virtualhost", "renewed-shop", "--ignore-not-found")
-            deployment.kubectl("delete", "secret", "mismatched-tls", "--ignore-not-found")
+            deployment.kubectl("delete", "secret", "legacy-tls", "--ignore-not-found")
             deployment.apply([www_before])
         deployment.wait_ready()
 
@@ -433,7 +411,7 @@ def test_a_changed_secret_is_rendered_onto_the_nodes(deployment: Deployment) -> 
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "seed-vrrp-auth", "namespace": NAMESPACE},
+        "metadata": {"name": "seed-vrrp-auth", "namespace": NAMESPACE, "labels": {SECRET_LABEL: "true"}},
         "type": "Opaque",
         "stringData": {"password": "2222"},
     }

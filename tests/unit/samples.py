@@ -15,6 +15,7 @@ import yaml
 
 from lbpair.build import PairBuild, PairRejected, PairResources, build_pair
 from lbpair.model.common import ObjectRef
+from lbpair.model.secret import TLS_SECRET_TYPE, HeldSecret
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "config" / "samples"
@@ -42,14 +43,22 @@ def secret_data(**values: str) -> dict[str, str]:
     return {key.replace("_", "."): base64.b64encode(value.encode()).decode() for key, value in values.items()}
 
 
-def sample_secrets() -> dict[ObjectRef, dict[str, str]]:
+def held_secret(data: dict[str, str], of_type: str = "Opaque") -> HeldSecret:
+    """A labelled Secret as the operator's store holds it, with every key asked for."""
+    return HeldSecret(of_type, frozenset(data), data)
+
+
+def tls_secret(certificate: str, private_key: str) -> HeldSecret:
+    return held_secret(secret_data(tls_crt=certificate, tls_key=private_key), TLS_SECRET_TYPE)
+
+
+def sample_secrets() -> dict[ObjectRef, HeldSecret]:
     """What the samples' Secrets hold (the TLS pair is tests/golden/inputs/shop-tls.*)."""
     return {
-        ObjectRef(NAMESPACE, "lb-ssh"): {"ssh-privatekey": secret_data(key=SSH_KEY)["key"]},
-        ObjectRef(NAMESPACE, "seed-vrrp-auth"): secret_data(password=SEED_AUTH_PASS),
-        ObjectRef(NAMESPACE, "shop-tls"): secret_data(
-            tls_crt=(TLS_INPUTS / "shop-tls.crt").read_text(),
-            tls_key=(TLS_INPUTS / "shop-tls.key").read_text(),
+        ObjectRef(NAMESPACE, "lb-ssh"): held_secret({"ssh-privatekey": secret_data(key=SSH_KEY)["key"]}),
+        ObjectRef(NAMESPACE, "seed-vrrp-auth"): held_secret(secret_data(password=SEED_AUTH_PASS)),
+        ObjectRef(NAMESPACE, "shop-tls"): tls_secret(
+            (TLS_INPUTS / "shop-tls.crt").read_text(), (TLS_INPUTS / "shop-tls.key").read_text()
         ),
     }
 
@@ -61,7 +70,7 @@ class Sample:
     pair: dict[str, Any]
     upstreams: list[dict[str, Any]]
     virtual_hosts: list[dict[str, Any]]
-    secrets: dict[ObjectRef, dict[str, str]] = field(default_factory=sample_secrets)
+    secrets: dict[ObjectRef, HeldSecret] = field(default_factory=sample_secrets)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     dns: dict[str, list[str]] = field(default_factory=dict)
     """What backend host names resolve to (a fake DNS); a name not here does not resolve."""
@@ -74,10 +83,13 @@ class Sample:
             pair=self.pair,
             upstreams=self.upstreams,
             virtual_hosts=self.virtual_hosts,
-            secrets=self.secrets.get,
+            secrets=self.secret_lookup,
             namespace_labels=self.namespace_labels.get,
             resolve=self.resolve,
         )
+
+    def secret_lookup(self, reference: ObjectRef, key: str) -> HeldSecret | None:
+        return self.secrets.get(reference)
 
     def build(self) -> PairBuild:
         result = build_pair(self.resources())

@@ -8,7 +8,7 @@ import pytest
 from lbpair.build import PairBuild, ParseCache, build_pair
 from lbpair.model.common import ObjectRef
 from lbpair.render.model import ObjectKey
-from tests.unit.samples import NAMESPACE, SEED_AUTH_PASS, sample, secret_data
+from tests.unit.samples import NAMESPACE, SEED_AUTH_PASS, held_secret, sample, secret_data, tls_secret
 
 
 def test_seed_sample_builds_without_problems() -> None:
@@ -88,14 +88,14 @@ def test_missing_or_malformed_tls_secret_excludes_only_that_host() -> None:
     resources = sample("seed-tutorial.yaml", "tls-virtualhost.yaml")
     del resources.secrets[ObjectRef(NAMESPACE, "shop-tls")]
     missing = resources.build()
-    resources.secrets[ObjectRef(NAMESPACE, "shop-tls")] = secret_data(tls_crt="not pem", tls_key="not pem")
+    resources.secrets[ObjectRef(NAMESPACE, "shop-tls")] = tls_secret("not pem", "not pem")
     malformed = resources.build()
 
     assert [(p.object.name, p.field) for p in missing.problems] == [("shop", "spec.tls.secretName")]
     assert ObjectRef(NAMESPACE, "shop-tls") in missing.secrets_used
     assert {p.message for p in malformed.problems} == {
-        "Secret shop-tls: tls.crt is not PEM",
-        "Secret shop-tls: tls.key is not PEM",
+        "Secret shop-tls: tls.crt must hold PEM CERTIFICATE blocks only",
+        "Secret shop-tls: tls.key must hold one unencrypted PEM private key",
     }
     assert len(malformed.state.virtual_hosts) == 3
 
@@ -117,7 +117,7 @@ def test_missing_or_unsafe_vrrp_password_rejects_the_pair(password: str | None) 
     if password is None:
         del resources.secrets[reference]
     else:
-        resources.secrets[reference] = secret_data(password=password)
+        resources.secrets[reference] = held_secret(secret_data(password=password))
 
     rejected = resources.rejected()
 
@@ -133,7 +133,10 @@ def test_missing_ssh_key_rejects_the_pair_and_is_watched() -> None:
     rejected = resources.rejected()
 
     assert rejected.reason == "SecretMissing"
-    assert rejected.message == "Secret demo/lb-ssh has no usable key 'ssh-privatekey'"
+    assert rejected.message == (
+        "LoadBalancerPair demo/seed: spec.ssh.privateKeySecretRef: Secret lb-ssh not found in namespace demo"
+        " or not labelled lb.lbpair.dev/usable=true"
+    )
     assert rejected.secrets_used == {ObjectRef(NAMESPACE, "lb-ssh")}
 
 

@@ -211,3 +211,54 @@ def test_notes_tell_how_to_check_the_operator_and_upgrade_the_crds(tmp_path: Pat
     assert "kubectl apply --server-side --force-conflicts -f crds/" in notes
     assert "nodes' network" not in notes
     assert "nodes' network (health port 8080" in rendered_notes(tmp_path, "--set", "hostNetwork=true")
+
+
+def secret_rules(documents: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(kind, namespace) of each role granting Secret access -> its verbs."""
+    return {
+        (document["kind"], document["metadata"].get("namespace", "")): rule["verbs"]
+        for document in documents
+        if document["kind"] in {"ClusterRole", "Role"}
+        for rule in document["rules"]
+        if "secrets" in rule["resources"]
+    }
+
+
+def test_secret_read_is_cluster_wide_by_default() -> None:
+    documents = render()
+
+    assert secret_rules(documents) == {("ClusterRole", ""): ["get", "list", "watch"]}
+    env = {variable["name"] for variable in operator_container()["env"]}
+    assert "LBPAIR_SECRET_NAMESPACES" not in env
+
+
+def test_secret_read_can_be_granted_per_namespace() -> None:
+    documents = render("--set", "secretNamespaces={team-a,team-b}")
+
+    assert secret_rules(documents) == {
+        ("Role", "team-a"): ["get", "list", "watch"],
+        ("Role", "team-b"): ["get", "list", "watch"],
+    }
+    bindings = {
+        document["metadata"]["namespace"]: document["subjects"]
+        for document in documents
+        if document["kind"] == "RoleBinding"
+    }
+    service_account = [{"kind": "ServiceAccount", "name": RELEASE, "namespace": "lbpair-system"}]
+    assert bindings == {"team-a": service_account, "team-b": service_account}
+    env = {
+        variable["name"]: variable["value"]
+        for variable in operator_container("--set", "secretNamespaces={team-a,team-b}")["env"]
+    }
+    assert ("LBPAIR_SECRET_NAMESPACES", "team-a,team-b") in env.items()
+    assert (
+        helm("lint", "--strict", str(CHART), "--set", "secretNamespaces={team-a}", check=False).returncode
+        == 0
+    )
+
+
+def test_secret_namespaces_must_be_namespace_names() -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", "secretNamespaces={Team_A}", check=False)
+
+    assert result.returncode != 0
+    assert "schema" in result.stderr, result.stderr

@@ -19,6 +19,12 @@ def test_each_field_is_read_from_its_variable() -> None:
     assert (config.probe_interval_seconds, config.retry_seconds) == (0.5, 5.0)
 
 
+def test_secret_namespaces_are_a_comma_separated_list() -> None:
+    config = OperatorConfig.from_environment({"LBPAIR_SECRET_NAMESPACES": "team-a, team-b,"})
+
+    assert config.secret_namespaces == ("team-a", "team-b")
+
+
 @pytest.mark.parametrize(
     ("environment", "named"),
     [
@@ -27,6 +33,7 @@ def test_each_field_is_read_from_its_variable() -> None:
         ({"LBPAIR_VERIFY_TIMEOUT_SECONDS": "nan"}, "LBPAIR_VERIFY_TIMEOUT_SECONDS='nan' must be a positive"),
         ({"LBPAIR_MAX_RETRY_SECONDS": "10"}, "LBPAIR_MAX_RETRY_SECONDS (10) must not be below"),
         ({"LBPAIR_COALESCE_SECONDS": "5"}, "LBPAIR_COALESCE_MAX_SECONDS (3) must not be below"),
+        ({"LBPAIR_SECRET_NAMESPACES": "a,B_b"}, "LBPAIR_SECRET_NAMESPACES='a,B_b': 'B_b' is not a namespace"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(environment: dict[str, str], named: str) -> None:

@@ -5,6 +5,7 @@ paths that a real nginx is hard to drive into on demand."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ class World:
         return found.status, found.reason, found.message
 
 
-def make_world(**config: float) -> World:
+def make_world(**config: Any) -> World:  # OperatorConfig fields
     lb1 = FakeNode("lb1", addresses={"198.51.100.11/24"}, vips={VIP})
     lb2 = FakeNode("lb2", addresses={"198.51.100.12/24"})
     sink = RecordingSink()
@@ -351,7 +352,8 @@ def test_pair_without_its_ssh_key_is_rejected_once_and_its_secret_watched(world:
 
     first, second = world.run_pass(), world.run_pass()
 
-    assert reasons(first) == ["Rejected Secret demo/lb-ssh has no usable key 'ssh-privatekey'"]
+    assert reasons(first) == ["Rejected LoadBalancerPair demo/seed"]
+    assert "spec.ssh.privateKeySecretRef: Secret lb-ssh not found" in first[0].message
     assert second == []
     assert world.condition("Ready")[:2] == ("False", "SecretMissing")
     assert world.reconciler.pairs_using_secret(ObjectRef(NAMESPACE, "lb-ssh")) == [
@@ -379,7 +381,7 @@ def test_invalid_attached_object_is_told_once_and_the_rest_is_programmed(world: 
 def test_deletion_restores_the_nodes_and_stops_keepalived(world: World) -> None:
     world.run_pass()
 
-    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secrets.get)
+    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secret_lookup)
 
     assert pending == ""
     assert world.lb1.files == {}
@@ -395,7 +397,7 @@ def test_deletion_of_an_unreachable_node_stays_pending(world: World) -> None:
     world.run_pass()
     world.lb2.failing["uninstall"] = NodeUnreachableError("203.0.113.12:22: timed out")
 
-    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secrets.get)
+    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secret_lookup)
 
     assert pending == "lb2: 203.0.113.12:22: timed out"
     assert world.lb1.files == {}

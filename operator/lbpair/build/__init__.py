@@ -22,6 +22,7 @@ from lbpair.build.resources import (
     PairResources,
     SecretLookup,
     SecretReader,
+    SecretUnusable,
     generation_of,
     object_key,
 )
@@ -113,13 +114,9 @@ class PairAccess:
     generation: int
     layout: NodeLayout
     ssh_private_key: str | None = field(repr=False)
-    """None when the Secret or key is missing (the reason is `missing_key`)."""
+    """None when the key cannot be read (the reason is `missing_key`)."""
+    missing_key: str
     secrets: SecretReader
-
-    @property
-    def missing_key(self) -> str:
-        reference = self.pair.spec.ssh.private_key_secret_ref
-        return f"Secret {self.pair.metadata.namespace}/{reference.name} has no usable key {reference.key!r}"
 
 
 def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAccess | PairRejected:
@@ -130,8 +127,16 @@ def pair_access(pair_body: Mapping[str, Any], secrets: SecretLookup) -> PairAcce
         return PairRejected("InvalidSpec", str(error), generation, frozenset())
     reader = SecretReader(secrets)
     key_ref = pair.spec.ssh.private_key_secret_ref
-    ssh_key = reader.text(pair.metadata.namespace, key_ref.name, key_ref.key)
-    return PairAccess(pair, generation, node_layout(pair.spec), ssh_key, reader)
+    ssh_key, missing_key = None, ""
+    try:
+        ssh_key = reader.text(pair.metadata.namespace, key_ref.name, key_ref.key)
+    except SecretUnusable as error:
+        missing_key = f"{_pair_name(pair)}: spec.ssh.privateKeySecretRef: {error}"
+    return PairAccess(pair, generation, node_layout(pair.spec), ssh_key, missing_key, reader)
+
+
+def _pair_name(pair: LoadBalancerPair) -> str:
+    return f"LoadBalancerPair {pair.metadata.namespace}/{pair.metadata.name}"
 
 
 @dataclass
@@ -189,11 +194,16 @@ def build_pair(
     auth_pass: str | None = None
     if spec.vrrp.authentication is not None:
         auth_ref = spec.vrrp.authentication.secret_ref
-        auth_pass = secrets.text(namespace, auth_ref.name, auth_ref.key)
-        if auth_pass is None or not VRRP_AUTH_PASS.fullmatch(auth_pass):
+        field_name = f"{_pair_name(pair)}: spec.vrrp.authentication.secretRef"
+        try:
+            auth_pass = secrets.text(namespace, auth_ref.name, auth_ref.key)
+        except SecretUnusable as error:
+            return PairRejected(
+                "SecretMissing", f"{field_name}: {error}", generation, frozenset(secrets.used)
+            )
+        if not VRRP_AUTH_PASS.fullmatch(auth_pass):
             message = (
-                f"LoadBalancerPair {namespace}/{pair.metadata.name}: spec.vrrp.authentication.secretRef: "
-                f"Secret {auth_ref.name} key {auth_ref.key} is missing or not 1-8 characters of "
+                f"{field_name}: Secret {auth_ref.name} key {auth_ref.key} is not 1-8 characters of "
                 "[A-Za-z0-9._+=-]"
             )
             return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))

@@ -8,11 +8,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lbpair.model import SECRET_SELECTOR
 from lbpair.model.common import ObjectRef
+from lbpair.model.secret import HeldSecret
 from lbpair.render.model import ObjectKey
 
-SecretLookup = Callable[[ObjectRef], Mapping[str, str] | None]
-"""A Secret's `data` (base64 values) by reference; None if there is no such Secret."""
+SecretLookup = Callable[[ObjectRef, str], HeldSecret | None]
+"""A Secret labelled usable, holding at least the value of the key asked for if it has that key; None if
+there is no such Secret or it is not labelled."""
 LabelLookup = Callable[[str], Mapping[str, str] | None]
 """A namespace's labels by name; None if there is no such namespace."""
 NameResolver = Callable[[str], Sequence[str]]
@@ -55,22 +58,36 @@ def generation_of(body: Mapping[str, Any]) -> int:
     return int((body.get("metadata") or {}).get("generation") or 0)
 
 
+class SecretUnusable(Exception):
+    """A referenced Secret cannot be used; the message says why, naming the Secret and key."""
+
+
 @dataclass
 class SecretReader:
     """Reads Secret values as text and remembers which Secrets were asked for, found or not, so that a
-    change to any of them (including its creation) wakes the pair."""
+    change to any of them (including its creation or labelling) wakes the pair.
+
+    Every reference is resolved in the namespace of the object that makes it: a Secret is usable only by
+    objects in its own namespace."""
 
     lookup: SecretLookup
     used: set[ObjectRef] = field(default_factory=set)
 
-    def text(self, namespace: str, name: str, key: str) -> str | None:
-        """The value as text; None when the Secret or key is missing or the value is not UTF-8 text."""
+    def text(self, namespace: str, name: str, key: str, *, secret_type: str | None = None) -> str:
+        """The value as text; raises SecretUnusable when the Secret is missing or not labelled, is not of
+        `secret_type` (when given), lacks the key, or the value is not UTF-8 text."""
         reference = ObjectRef(namespace, name)
         self.used.add(reference)
-        data = self.lookup(reference)
-        if data is None or key not in data:
-            return None
+        secret = self.lookup(reference, key)
+        if secret is None:
+            raise SecretUnusable(
+                f"Secret {name} not found in namespace {namespace} or not labelled {SECRET_SELECTOR}"
+            )
+        if secret_type is not None and secret.type != secret_type:
+            raise SecretUnusable(f"Secret {name} is of type {secret.type}, not {secret_type}")
+        if key not in secret.data:
+            raise SecretUnusable(f"Secret {name} has no key {key}")
         try:
-            return base64.b64decode(data[key], validate=True).decode()
+            return base64.b64decode(secret.data[key], validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            return None
+            raise SecretUnusable(f"Secret {name} key {key} is not UTF-8 text") from None

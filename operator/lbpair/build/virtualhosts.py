@@ -7,7 +7,6 @@ spec.limits.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,11 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lbpair.build.backends import BackendRefused, Backends
 from lbpair.build.problems import Problem
-from lbpair.build.resources import SecretReader
+from lbpair.build.resources import SecretReader, SecretUnusable
+from lbpair.build.tls import tls_pair_problems
 from lbpair.build.upstreams import safe_stem
 from lbpair.model.files import ManagedFile
 from lbpair.model.pair import LoadBalancerPair
-from lbpair.model.patterns import PEM_PATTERN
+from lbpair.model.secret import TLS_SECRET_TYPE
 from lbpair.model.sizes import size_bytes
 from lbpair.model.virtualhost import Location as LocationSpec
 from lbpair.model.virtualhost import ProxySettings
@@ -44,8 +44,6 @@ from lbpair.render.model import (
 
 BUILTIN_LOG_FORMATS = frozenset({"combined"})
 NO_OVERRIDES = ProxySettings()
-MAX_PEM_BYTES = 1 << 20
-PEM = re.compile(PEM_PATTERN)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -223,16 +221,16 @@ class VirtualHostBuilder:
         tls = virtual_host.spec.tls
         if tls is None:
             return []
-        certificate = self.secrets.text(self.key.namespace, tls.secret_name, "tls.crt")
-        private_key = self.secrets.text(self.key.namespace, tls.secret_name, "tls.key")
-        if certificate is None or private_key is None:
-            self.problem(
-                "spec.tls.secretName", f"Secret {tls.secret_name} not found or not of type kubernetes.io/tls"
+        try:
+            certificate, private_key = (
+                self.secrets.text(self.key.namespace, tls.secret_name, key, secret_type=TLS_SECRET_TYPE)
+                for key in ("tls.crt", "tls.key")
             )
+        except SecretUnusable as error:
+            self.problem("spec.tls.secretName", str(error))
             return []
-        for name, content in (("tls.crt", certificate), ("tls.key", private_key)):
-            if not PEM.fullmatch(content) or len(content) > MAX_PEM_BYTES:
-                self.problem("spec.tls.secretName", f"Secret {tls.secret_name}: {name} is not PEM")
+        for message in tls_pair_problems(certificate, private_key):
+            self.problem("spec.tls.secretName", f"Secret {tls.secret_name}: {message}")
         if self.problems:
             return []
         tls_dir = f"{self.pair.spec.node_profile.nginx_managed_dir}/tls"

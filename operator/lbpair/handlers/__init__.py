@@ -3,11 +3,16 @@
 Run with `kopf run -m lbpair.handlers --all-namespaces --standalone`.
 
 How work flows: one daemon per LoadBalancerPair runs a convergence loop. Each pass renders the pair from
-the in-memory indexes (Upstreams, VirtualHosts, Secrets, namespace labels), probes both nodes, rolls out
-what differs and writes status. A pass starts when something the pair uses changes (coalesced over a short
-window, so a burst of edits makes one push) or, failing that, every probe interval, which is also how
-failovers, drift and recovered nodes are noticed. kopf fills the indexes before any handler or daemon
-runs, so a pair is never rendered from a partial view of its VirtualHosts (e.g. right after a restart).
+the in-memory indexes (Upstreams, VirtualHosts, namespace labels) and the Secret store, probes both
+nodes, rolls out what differs and writes status. A pass starts when something the pair uses changes
+(coalesced over a short window, so a burst of edits makes one push) or, failing that, every probe
+interval, which is also how failovers, drift and recovered nodes are noticed. kopf fills the indexes
+before any handler or daemon runs, so a pair is never rendered from a partial view of its VirtualHosts
+(e.g. right after a restart); the Secret store is listed at startup, before kopf watches anything, for
+the same reason.
+
+kopf never watches Secrets: lbpair.kube.SecretWatch follows only those labelled usable, with the label
+selector applied by the API server, in the namespaces the operator may read them in.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import kopf
 
 from lbpair.build import PairResources
 from lbpair.config import OperatorConfig
-from lbpair.kube import KubeAPI, load_client_config
+from lbpair.kube import KubeAPI, SecretWatch, load_client_config
 from lbpair.model import GROUP, VERSION
 from lbpair.model.common import ObjectRef, attached_pair
 from lbpair.nodes.node import AgentNodes
@@ -80,10 +85,24 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
     memo.generations = SpecGenerations()
+    loop = asyncio.get_running_loop()
+
+    def secret_changed(secret: ObjectRef) -> None:  # on a watch thread
+        loop.call_soon_threadsafe(wake_secret_users, memo, secret)
+
+    memo.secrets = SecretWatch(config.secret_namespaces, secret_changed)
+    await asyncio.to_thread(memo.secrets.sync)
+    memo.secrets.start()
+
+
+def wake_secret_users(memo: kopf.Memo, secret: ObjectRef) -> None:
+    for key in memo.reconciler.pairs_using_secret(secret):
+        memo.wakeups.wake(key)
 
 
 @kopf.on.cleanup(id="close-connections")
 async def close_connections(memo: kopf.Memo, **_: Any) -> None:
+    memo.secrets.stop()
     await asyncio.to_thread(memo.reconciler.close)
     memo.resolver.close()
 
@@ -103,11 +122,6 @@ def virtualhosts_by_pair(
     body: kopf.Body, namespace: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[ObjectRef, Any]:
     return {attached_pair(namespace or "", spec): dict(body)}
-
-
-@kopf.index("", "v1", "secrets", id="secrets_by_name")
-def secrets_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[ObjectRef, Any]:
-    return {ObjectRef(namespace or "", name): dict(body.get("data") or {})}
 
 
 @kopf.index("", "v1", "namespaces", id="namespace_labels")
@@ -153,12 +167,6 @@ async def attached_changed(
         memo.wakeups.wake(attached_pair(namespace or "", spec))
 
 
-@kopf.on.event("", "v1", "secrets", id="secret-changed")
-async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    for key in memo.reconciler.pairs_using_secret(ObjectRef(namespace or "", name)):
-        memo.wakeups.wake(key)
-
-
 @kopf.on.event("", "v1", "namespaces", id="namespace-changed")
 async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
     # Label changes can admit or evict attached objects of pairs with a namespace selector.
@@ -190,7 +198,7 @@ async def converge(
                 pair=dict(body),
                 upstreams=indexes.values("upstreams_by_pair", key),
                 virtual_hosts=indexes.values("virtualhosts_by_pair", key),
-                secrets=indexes.lookup("secrets_by_name"),
+                secrets=memo.secrets.store.lookup,
                 namespace_labels=indexes.lookup("namespace_labels"),
                 resolve=memo.resolver,
             )
@@ -257,10 +265,10 @@ async def _wait_for_change(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, t
 
 
 @kopf.on.delete(GROUP, VERSION, "loadbalancerpairs", id="remove-from-nodes")
-async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Per the pair's deletionPolicy; an unreachable node keeps the finalizer until it can be cleaned."""
     problem = await asyncio.to_thread(
-        memo.reconciler.remove_from_nodes, dict(body), Indexes(kwargs).lookup("secrets_by_name")
+        memo.reconciler.remove_from_nodes, dict(body), memo.secrets.store.lookup
     )
     key = ObjectRef(body.metadata.namespace or "", body.metadata.name or "")
     if problem:

@@ -16,6 +16,9 @@ from lbpair.model.virtualhost import VirtualHost
 GROUP = "lb.lbpair.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+SECRET_LABEL = f"{GROUP}/usable"
+"""The opt-in label: the operator lists, watches and reads only Secrets labelled `<SECRET_LABEL>=true`."""
+SECRET_SELECTOR = f"{SECRET_LABEL}=true"
 
 
 def parse_pair(body: Mapping[str, Any]) -> LoadBalancerPair:
@@ -34,6 +37,8 @@ def parse_virtual_host(body: Mapping[str, Any]) -> VirtualHost:
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "SECRET_LABEL",
+    "SECRET_SELECTOR",
     "VERSION",
     "LoadBalancerPair",
     "SpecError",

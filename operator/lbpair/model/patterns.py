@@ -75,8 +75,6 @@ LABEL_KEY_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 # Secret material is never a field of a resource, but it is written into files on the nodes.
 VRRP_AUTH_PASS_PATTERN = r"^[A-Za-z0-9._+=-]{1,8}$"  # noqa: S105 - a pattern, not a secret
-_PEM_BLOCK = r"-----BEGIN [A-Z0-9 ]{1,40}-----\r?\n([A-Za-z0-9+/=]{1,128}\r?\n)+-----END [A-Z0-9 ]{1,40}-----"
-PEM_PATTERN = rf"^({_PEM_BLOCK}(\r?\n)*)+$"
 
 IPv4Address = Annotated[str, StringConstraints(pattern=IPV4_PATTERN, max_length=15)]
 IPv4Cidr = Annotated[str, StringConstraints(pattern=IPV4_CIDR_PATTERN, max_length=18)]
