@@ -314,6 +314,11 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def stop_and_show_log(self, lines: int = 40) -> None:
+        """Stop, and print the end of the log (pytest shows it with a failing test's output)."""
+        self.stop()
+        print(f"--- operator log (last {lines} lines)\n{''.join(self.log().splitlines(True)[-lines:])}")
+
     def log_lines_since(self, offset: int) -> str:
         return self.log()[offset:]
 
@@ -331,3 +336,15 @@ def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str
             return last
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached within {timeout:.0f} s (last: {last!r})")
+
+
+def tear_down_on_shared_nodes(
+    cluster: ControlPlane, operator: OperatorProcess, namespaces: Sequence[str], pairs: Sequence[str]
+) -> None:
+    """The end of an e2e module whose pairs (in namespaces[0], deletion policy Restore) run on the lab nodes
+    other modules share: the pairs go first, so the operator puts the nodes back (their Secrets must
+    outlive that cleanup), then the namespaces, then the operator."""
+    cluster.kubectl("-n", namespaces[0], "delete", "lbpair", *pairs, "--timeout=90s", check=False)
+    for namespace in namespaces:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    operator.stop_and_show_log()

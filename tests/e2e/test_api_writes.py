@@ -14,7 +14,13 @@ import pytest
 
 from testbed.cluster import ControlPlane
 from testbed.lab import Lab
-from testbed.operator import OperatorProcess, attached_object, deploy_sample, wait_for
+from testbed.operator import (
+    OperatorProcess,
+    attached_object,
+    deploy_sample,
+    tear_down_on_shared_nodes,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -108,13 +114,7 @@ def sites(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFact
             raise TimeoutError(f"{error}; {len(waiting)} waiting, e.g. {waiting[:3]}") from None
         yield deployed
     finally:
-        # The lab's nodes are shared with the other modules: the operator must put them back (the pair's
-        # Restore policy) before it stops, and nothing of this namespace may be left for another operator.
-        # The pair goes first (its Secrets must outlive its cleanup), then the rest of the namespace.
-        cluster.kubectl("-n", NAMESPACE, "delete", "lbpair", PAIR, "--timeout=90s", check=False)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        operator.stop()
-        print(f"--- operator log (last 40 lines)\n{''.join(operator.log().splitlines(True)[-40:])}")
+        tear_down_on_shared_nodes(cluster, operator, [NAMESPACE], [PAIR])
 
 
 def settle(sites: Sites) -> dict[str, str]:

@@ -14,7 +14,13 @@ import pytest
 from testbed.addressing import Segment
 from testbed.cluster import ControlPlane
 from testbed.lab import Lab
-from testbed.operator import OperatorProcess, attached_object, deploy_sample, wait_for
+from testbed.operator import (
+    OperatorProcess,
+    attached_object,
+    deploy_sample,
+    tear_down_on_shared_nodes,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -86,12 +92,7 @@ def tenants(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFa
         wait_for(lambda: deployed.served("www.example.com"), timeout=90, what="the seed's www served")
         yield deployed
     finally:
-        # The lab's nodes are shared with the other modules: the operator must put them back (the pair's
-        # Restore policy) before it stops. The pair goes first (its Secrets must outlive its cleanup).
-        cluster.kubectl("-n", NAMESPACE, "delete", "lbpair", PAIR, "--timeout=90s", check=False)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        operator.stop()
-        print(f"--- operator log (last 40 lines)\n{''.join(operator.log().splitlines(True)[-40:])}")
+        tear_down_on_shared_nodes(cluster, operator, [NAMESPACE], [PAIR])
 
 
 def test_loopback_and_link_local_backends_are_refused_with_the_field_named(tenants: Tenants) -> None:

@@ -106,8 +106,7 @@ def pairs(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFact
         if operator is not None:
             # Retain: the operator only takes its finalizer off; nothing is left in the API for later modules.
             cluster.kubectl("-n", NAMESPACE, "delete", "lbpair", *LAB_PAIRS, "--timeout=60s", check=False)
-            operator.stop()
-            print(f"--- operator log (last 40 lines)\n{''.join(operator.log().splitlines(True)[-40:])}")
+            operator.stop_and_show_log()
         lab.resize(1)
 
 

@@ -138,8 +138,7 @@ def deployment(
         deployed.wait_ready()
         yield deployed
     finally:
-        operator.stop()
-        print(f"--- operator log (last 60 lines)\n{''.join(operator.log().splitlines(True)[-60:])}")
+        operator.stop_and_show_log(60)
 
 
 def test_seed_sample_serves_each_host_and_path_from_the_right_backends(deployment: Deployment) -> None:

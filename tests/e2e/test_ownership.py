@@ -21,6 +21,7 @@ from testbed.operator import (
     attached_object,
     deploy_documents,
     load_sample_on_lab,
+    tear_down_on_shared_nodes,
     wait_for,
 )
 from testbed.traffic import RequestLoop
@@ -96,13 +97,7 @@ def shared(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFac
     try:
         yield SharedPair(cluster, lab)
     finally:
-        # lb1 and lb2 are shared with the other modules: the operator puts them back (the pair's Restore
-        # policy) before it stops. The pair goes first (its Secrets must outlive its cleanup).
-        cluster.kubectl("-n", NAMESPACE, "delete", "lbpair", PAIR, "--timeout=90s", check=False)
-        for namespace in (NAMESPACE, NEWCOMER_NAMESPACE):
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        operator.stop()
-        print(f"--- operator log (last 40 lines)\n{''.join(operator.log().splitlines(True)[-40:])}")
+        tear_down_on_shared_nodes(cluster, operator, [NAMESPACE, NEWCOMER_NAMESPACE], [PAIR])
 
 
 def test_a_newer_virtual_host_in_another_namespace_cannot_take_an_older_ones_host_name(

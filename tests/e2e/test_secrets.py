@@ -26,6 +26,7 @@ from testbed.operator import (
     load_manifests,
     load_sample_on_lab,
     on_lab,
+    tear_down_on_shared_nodes,
     wait_for,
 )
 
@@ -116,12 +117,7 @@ def tenant(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFac
         deployed.wait_condition("lbpair", PAIR, "Ready", "True")
         yield deployed
     finally:
-        # The lab's nodes are shared with the other modules: the operator must put them back (the pair's
-        # Restore policy) before it stops. The pair goes first (its Secrets must outlive its cleanup).
-        cluster.kubectl("-n", NAMESPACE, "delete", "lbpair", PAIR, "--timeout=90s", check=False)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        operator.stop()
-        print(f"--- operator log (last 40 lines)\n{''.join(operator.log().splitlines(True)[-40:])}")
+        tear_down_on_shared_nodes(cluster, operator, [NAMESPACE], [PAIR])
 
 
 def test_the_operator_may_read_secrets_only_where_the_chart_grants_it(tenant: Tenant) -> None:
