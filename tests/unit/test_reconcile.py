@@ -14,7 +14,7 @@ from lbpair.events import Event
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, StatusModel, find_condition
 from lbpair.nodes.client import NodeError, NodeUnreachableError
-from lbpair.nodes.operations import ValidationFailedError
+from lbpair.nodes.operations import NodeOwnedElsewhereError, ValidationFailedError
 from lbpair.reconcile import Reconciler
 from tests.unit.fake_node import FakeNode, FakeNodes
 from tests.unit.samples import NAMESPACE, Sample, sample
@@ -401,6 +401,19 @@ def test_deletion_of_an_unreachable_node_stays_pending(world: World) -> None:
 
     assert pending == "lb2: 203.0.113.12:22: timed out"
     assert world.lb1.files == {}
+
+
+def test_deletion_leaves_a_node_another_pair_has_alone_and_is_not_held_up_by_it(world: World) -> None:
+    world.run_pass()
+    # What the node's agent answers this pair's commands once another pair has the node.
+    world.lb2.failing["uninstall"] = NodeOwnedElsewhereError("this node belongs to LoadBalancerPair b/other")
+    lb2_files = dict(world.lb2.files)
+
+    pending = world.reconciler.remove_from_nodes(world.resources.pair, world.resources.secret_lookup)
+
+    assert pending == ""
+    assert world.lb1.files == {}
+    assert world.lb2.files == lb2_files
 
 
 def test_an_unexpected_error_turns_conditions_unknown_and_is_told_once(world: World) -> None:
