@@ -7,13 +7,22 @@ lastTransitionTime while their status holds, and carry the generation they were 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal, cast, get_args
+from typing import cast, get_args
 
 from lbpair.build import AttachedObject, PairBuild, PairRejected
 from lbpair.health import NodeReport, PairHealth
-from lbpair.model.status import AttachedStatus, Condition, NodeStatus, PairStatus, find_condition
-
-VrrpState = Literal["Master", "Backup", "Fault", "Unknown"]
+from lbpair.model.status import (
+    MAX_VRRP_INSTANCES,
+    AttachedStatus,
+    Condition,
+    NodeStatus,
+    NodeVrrpState,
+    PairStatus,
+    VrrpInstanceStatus,
+    VrrpState,
+    find_condition,
+)
+from lbpair.nodes.observe import VrrpInstanceState
 
 
 def with_transitions(
@@ -34,6 +43,14 @@ def pair_status(
     previous: PairStatus | None,
     at: str,
 ) -> PairStatus:
+    # Instance name -> the VIPs it carries, per node: what keepalived reports names instances only.
+    carried = {
+        node.name: {
+            instance.name: [a.address for a in instance.virtual_addresses]
+            for instance in node.keepalived.instances
+        }
+        for node in build.state.nodes
+    }
     return PairStatus(
         observed_generation=build.generation,
         vips=",".join(build.vips),
@@ -41,7 +58,10 @@ def pair_status(
         mode=build.pair.spec.mode,
         healthy_nodes=health.healthy_nodes,
         nodes=[
-            _node_status(report, health, applied_hashes.get(report.name, ""), at) for report in health.nodes
+            _node_status(
+                report, health, carried.get(report.name, {}), applied_hashes.get(report.name, ""), at
+            )
+            for report in health.nodes
         ],
         conditions=with_transitions(
             health.conditions, previous.conditions if previous else [], build.generation
@@ -49,12 +69,23 @@ def pair_status(
     )
 
 
-def _node_status(report: NodeReport, health: PairHealth, applied_hash: str, at: str) -> NodeStatus:
+def _node_status(
+    report: NodeReport,
+    health: PairHealth,
+    carried: Mapping[str, list[str]],
+    applied_hash: str,
+    at: str,
+) -> NodeStatus:
     observation = report.observation
+    # A node reports only the instances of the keepalived.conf the operator wrote (two at most); the cap
+    # keeps a status write from failing on anything else keepalived might report.
+    observed = observation.vrrp[:MAX_VRRP_INSTANCES] if observation else ()
+    instances = [_instance_status(instance, carried.get(instance.name, [])) for instance in observed]
     return NodeStatus(
         name=report.name,
         reachable=report.reachable,
-        vrrp_state=vrrp_state(observation.vrrp[0].state if observation and observation.vrrp else ""),
+        vrrp_state=node_vrrp_state(instances),
+        vrrp_instances=instances,
         vips_held=[vip for vip, holders in health.holders.items() if report.name in holders],
         nginx_running=bool(observation and observation.running("nginx")),
         keepalived_running=bool(observation and observation.running("keepalived")),
@@ -64,10 +95,28 @@ def _node_status(report: NodeReport, health: PairHealth, applied_hash: str, at: 
     )
 
 
+def _instance_status(instance: VrrpInstanceState, vips: list[str]) -> VrrpInstanceStatus:
+    return VrrpInstanceStatus(
+        name=instance.name,
+        state=vrrp_state(instance.state),
+        effective_priority=instance.effective_priority,
+        vips=vips,
+    )
+
+
 def vrrp_state(keepalived_state: str) -> VrrpState:
     """keepalived's MASTER/BACKUP/FAULT as the status field spells them; anything else is Unknown."""
     name = keepalived_state.title()
     return cast("VrrpState", name) if name in get_args(VrrpState) else "Unknown"
+
+
+def node_vrrp_state(instances: Sequence[VrrpInstanceStatus]) -> NodeVrrpState:
+    """The state every instance shares; Mixed when they differ (a healthy ActiveActive node: Master of one,
+    Backup of the other); Unknown with none."""
+    states = {instance.state for instance in instances}
+    if not states:
+        return "Unknown"
+    return states.pop() if len(states) == 1 else "Mixed"
 
 
 def rejected_pair_status(rejection: PairRejected, previous: PairStatus | None, at: str) -> PairStatus:

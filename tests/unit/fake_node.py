@@ -30,6 +30,8 @@ class FakeNode:
     """Static IPv4 interfaces, e.g. "198.51.100.11/24"."""
     vips: set[str] = field(default_factory=set)
     """VIPs keepalived has configured here, e.g. "198.51.100.10/24": the node is their holder (MASTER)."""
+    vrrp: tuple[VrrpInstanceState, ...] = ()
+    """What keepalived reports; empty: one instance lbpair_1, MASTER while the node holds a VIP."""
     files: dict[str, ManagedFile] = field(default_factory=dict)
     """What is on disk, by path (the operator's files and the node's own)."""
     manifest: dict[str, str] = field(default_factory=dict)  # path -> sha256 the operator applied
@@ -70,7 +72,7 @@ class FakeNode:
                 path: ManagedFileState(applied, self.files[path].sha256 if path in self.files else None)
                 for path, applied in self.manifest.items()
             },
-            vrrp=(VrrpInstanceState("lbpair_1", "MASTER" if self.vips else "BACKUP", 100),),
+            vrrp=self.vrrp or (VrrpInstanceState("lbpair_1", "MASTER" if self.vips else "BACKUP", 100),),
             live_hash=self.live_hash,
         )
 

@@ -14,6 +14,7 @@ from lbpair.events import Event
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, StatusModel, find_condition
 from lbpair.nodes.client import NodeError, NodeUnreachableError
+from lbpair.nodes.observe import VrrpInstanceState
 from lbpair.nodes.operations import NodeOwnedElsewhereError, ValidationFailedError
 from lbpair.reconcile import Reconciler
 from tests.unit.fake_node import FakeNode, FakeNodes
@@ -74,14 +75,14 @@ class World:
         return found.status, found.reason, found.message
 
 
-def make_world(**config: Any) -> World:  # OperatorConfig fields
+def make_world(pair_sample: str = "seed-tutorial.yaml", **config: Any) -> World:  # OperatorConfig fields
     lb1 = FakeNode("lb1", addresses={"198.51.100.11/24"}, vips={VIP})
     lb2 = FakeNode("lb2", addresses={"198.51.100.12/24"})
     sink = RecordingSink()
     settings = OperatorConfig(**{"verify_timeout_seconds": 0.3, **config})
     clock, factory = FakeClock(), FakeNodes({"lb1": lb1, "lb2": lb2})
     reconciler = Reconciler(factory, sink, settings, clock)
-    return World(sample("seed-tutorial.yaml"), lb1, lb2, sink, reconciler, clock, factory)
+    return World(sample(pair_sample), lb1, lb2, sink, reconciler, clock, factory)
 
 
 @pytest.fixture
@@ -112,6 +113,67 @@ def test_first_pass_programs_the_backup_first_then_the_holder(world: World) -> N
     ]
     attached = {name: s for plural, name, s in world.sink.writes if plural != "loadbalancerpairs"}
     assert sorted(attached) == ["dev", "lb-oa", "lb-www", "oa", "www"]
+
+
+def test_active_active_status_reports_every_vrrp_instance_with_its_vips() -> None:
+    world = make_world("active-active.yaml")
+    world.lb2.vips = {"198.51.100.20/24"}
+    world.lb1.vrrp = (
+        VrrpInstanceState("lbpair_1", "MASTER", 150),
+        VrrpInstanceState("lbpair_2", "BACKUP", 100),
+    )
+    world.lb2.vrrp = (
+        VrrpInstanceState("lbpair_1", "BACKUP", 100),
+        VrrpInstanceState("lbpair_2", "MASTER", 150),
+    )
+    world.run_pass()
+    shared = node_vrrp(world.sink.last_pair_status())
+    holders_shared = world.sink.last_pair_status().vip_holders
+    # nginx dies on lb1: weight 0 puts both its instances in FAULT, lb2 takes over the VIP lb1 held.
+    world.lb1.services["nginx"] = False
+    world.lb1.vips.clear()
+    world.lb1.vrrp = (VrrpInstanceState("lbpair_1", "FAULT", 0), VrrpInstanceState("lbpair_2", "FAULT", 0))
+    world.lb2.vips.add(VIP)
+    world.lb2.vrrp = (
+        VrrpInstanceState("lbpair_1", "MASTER", 100),
+        VrrpInstanceState("lbpair_2", "MASTER", 150),
+    )
+    world.run_pass()
+    failed_over = node_vrrp(world.sink.last_pair_status())
+
+    assert holders_shared == "198.51.100.10=lb1,198.51.100.20=lb2"
+    assert shared == {
+        "lb1": (
+            "Mixed",
+            [("lbpair_1", "Master", 150, ["198.51.100.10"]), ("lbpair_2", "Backup", 100, ["198.51.100.20"])],
+        ),
+        "lb2": (
+            "Mixed",
+            [("lbpair_1", "Backup", 100, ["198.51.100.10"]), ("lbpair_2", "Master", 150, ["198.51.100.20"])],
+        ),
+    }
+    assert failed_over == {
+        "lb1": (
+            "Fault",
+            [("lbpair_1", "Fault", 0, ["198.51.100.10"]), ("lbpair_2", "Fault", 0, ["198.51.100.20"])],
+        ),
+        "lb2": (
+            "Master",
+            [("lbpair_1", "Master", 100, ["198.51.100.10"]), ("lbpair_2", "Master", 150, ["198.51.100.20"])],
+        ),
+    }
+    assert world.sink.last_pair_status().vip_holders == "198.51.100.10=lb2,198.51.100.20=lb2"
+
+
+def node_vrrp(status: PairStatus) -> dict[str, tuple[str, list[tuple[str, str, int, list[str]]]]]:
+    """Per node: vrrpState and each of vrrpInstances as (name, state, effectivePriority, vips)."""
+    return {
+        node.name: (
+            node.vrrp_state,
+            [(i.name, i.state, i.effective_priority, i.vips) for i in node.vrrp_instances],
+        )
+        for node in status.nodes
+    }
 
 
 def test_a_pass_with_nothing_to_change_writes_nothing_anywhere(world: World) -> None:

@@ -84,6 +84,27 @@ class Condition(StatusModel):
 Conditions = Annotated[list[Condition], Field(max_length=16), UniqueItems(("type",))]
 
 
+VrrpState = Literal["Master", "Backup", "Fault", "Unknown"]
+NodeVrrpState = Literal["Master", "Backup", "Fault", "Mixed", "Unknown"]
+VipList = Annotated[list[Annotated[str, Field(max_length=18)]], Field(max_length=32)]
+# The operator renders at most two instances (ActiveActive); room for a few more that a node may report.
+MAX_VRRP_INSTANCES = 8
+
+
+class VrrpInstanceStatus(StatusModel):
+    """One VRRP instance as keepalived on the node reports it."""
+
+    name: Annotated[str, _truncated(128), Field(max_length=128)]
+    """The instance's name in keepalived.conf (lbpair_1, lbpair_2)."""
+    state: VrrpState
+    """keepalived's state of this instance on this node."""
+    effective_priority: int
+    """The priority the node advertises for this instance now (its configured priority changed by the
+    health check's weight)."""
+    vips: VipList = Field(default_factory=list)
+    """The VIPs this instance carries, per the pair's spec (ActiveActive: the VIPs preferring one node)."""
+
+
 class NodeStatus(StatusModel):
     """What the operator last observed on one node."""
 
@@ -91,11 +112,16 @@ class NodeStatus(StatusModel):
     """Node name."""
     reachable: bool = False
     """SSH login worked at the last probe."""
-    vrrp_state: Literal["Master", "Backup", "Fault", "Unknown"] = "Unknown"
-    """keepalived's VRRP state (of the first instance in ActiveActive mode)."""
-    vips_held: Annotated[list[Annotated[str, Field(max_length=18)]], Field(max_length=32)] = Field(
+    vrrp_state: NodeVrrpState = "Unknown"
+    """The node's VRRP state in one word: the state all of its instances share (with one instance, that
+    instance's state); Mixed when they differ, as on a healthy ActiveActive pair where each node is Master
+    of one instance and Backup of the other (see vrrpInstances); Unknown when keepalived reports none."""
+    vrrp_instances: Annotated[list[VrrpInstanceStatus], Field(max_length=MAX_VRRP_INSTANCES)] = Field(
         default_factory=list
     )
+    """Every VRRP instance keepalived reports on the node, by name; empty when its state cannot be read
+    (keepalived down, node unreachable)."""
+    vips_held: VipList = Field(default_factory=list)
     """VIPs configured on the node's interfaces right now."""
     nginx_running: bool = False
     """nginx service active."""

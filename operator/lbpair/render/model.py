@@ -286,6 +286,11 @@ class VirtualAddress:
     cidr: str
     interface: str
 
+    @property
+    def address(self) -> str:
+        """The VIP without its prefix length, as status names VIPs."""
+        return self.cidr.partition("/")[0]
+
 
 @dataclass(frozen=True)
 class GarpTuning:
