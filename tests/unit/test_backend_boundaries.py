@@ -9,7 +9,7 @@ import pytest
 
 from lbpair.model import SpecError, parse_upstream
 from lbpair.render.model import Header, ObjectKey
-from lbpair.resolver import CachingResolver, lookup_ipv4
+from lbpair.resolver import CachingResolver, TransientLookupError, lookup_ipv4
 from tests.unit.samples import NAMESPACE, Sample, sample
 
 WWW = ObjectKey("VirtualHost", NAMESPACE, "www")
@@ -333,6 +333,33 @@ def test_resolver_gives_up_on_a_lookup_that_hangs() -> None:
     finally:
         release.set()
         resolver.close()
+
+
+def test_resolver_keeps_the_last_good_answer_while_dns_fails_and_looks_up_once_at_a_time() -> None:
+    failing = threading.Event()
+    release = threading.Event()
+    asked: list[str] = []
+
+    def lookup(name: str) -> tuple[str, ...]:
+        asked.append(name)
+        if failing.is_set():
+            release.wait(timeout=30)  # a DNS server that does not answer
+            raise TransientLookupError("Temporary failure in name resolution")
+        return ("198.18.0.21",)
+
+    clock = FakeClock()
+    resolver = CachingResolver(lookup, ttl_seconds=30, timeout_seconds=0.1, clock=clock)
+    try:
+        assert resolver("app.example.com") == ("198.18.0.21",)
+        failing.set()
+        clock.now = 31  # expired: looked up again, and DNS does not answer
+        answers = [resolver("app.example.com") for _ in range(3)]
+    finally:
+        release.set()
+        resolver.close()
+
+    assert answers == [("198.18.0.21",)] * 3  # the tenant's backend stays in the config
+    assert asked == ["app.example.com", "app.example.com"]  # one lookup in flight, not one per pass
 
 
 def test_real_lookup_reads_ipv4_addresses() -> None:
