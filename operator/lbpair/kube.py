@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HTTP_NOT_FOUND = 404
 HTTP_GONE = 410
 WATCH_TIMEOUT_SECONDS = 300
+REQUEST_TIMEOUT = (5, 10)  # (connect, read) seconds of a list or read; a watch reads for its own time + 15 s
 WATCH_RETRY_SECONDS = 1.0
 WATCH_MAX_RETRY_SECONDS = 30.0
 
@@ -188,7 +189,7 @@ class SecretWatch:
         return self._core.list_namespaced_secret(scope, label_selector=SECRET_SELECTOR, **kwargs)
 
     def _relist(self, scope: str | None) -> str:
-        listed = json.loads(self._list(scope, _preload_content=False).data)
+        listed = json.loads(self._list(scope, _preload_content=False, _request_timeout=REQUEST_TIMEOUT).data)
         secrets = [ListedSecret.from_api(item) for item in listed.get("items") or []]
         for reference in self.store.replace(scope, secrets):
             self._on_change(reference)
@@ -223,6 +224,8 @@ class SecretWatch:
             resource_version=version,
             timeout_seconds=WATCH_TIMEOUT_SECONDS,
             allow_watch_bookmarks=True,
+            # A connection that dies silently would otherwise hang the watch, and rotations stop arriving.
+            _request_timeout=(REQUEST_TIMEOUT[0], WATCH_TIMEOUT_SECONDS + 15),
         )
         for event in stream:
             body = event["raw_object"]
@@ -242,7 +245,7 @@ class SecretWatch:
     def _fetch(self, reference: ObjectRef) -> ListedSecret | None:
         try:
             response = self._core.read_namespaced_secret(
-                reference.name, reference.namespace, _preload_content=False
+                reference.name, reference.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as error:
             if error.status == HTTP_NOT_FOUND:
