@@ -20,6 +20,9 @@ from lbpair.render.model import ObjectKey
 _PATH = re.compile(r"(/[\w.@+-]+(?:/[\w.@+-]+)*)(?::\d+)?")
 # Lines that say nothing about the cause ("nginx: configuration file /etc/nginx/nginx.conf test failed").
 _VERDICT = re.compile(r"test failed|syntax is ok|test is successful", re.IGNORECASE)
+_ERROR = re.compile(r"\[(emerg|alert|crit)\]")
+# nginx's form of an errno: 'open() "/var/log/nginx/x.log" failed (24: Too many open files)'.
+_OS_ERROR = re.compile(r"failed \(\d+: ")
 # "2026/11/30 07:39:05 [emerg] 1282#1282: SSL_CTX_use_PrivateKey(...) failed"
 _LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: ")
 
@@ -28,13 +31,33 @@ Refuses = Callable[[Collection[ObjectKey]], "str | None"]
 
 
 def blame(output: str, sources_by_path: Mapping[str, Sequence[ObjectKey]]) -> dict[ObjectKey, str]:
-    """The objects whose files the validator's output names, each with the lines that name them."""
+    """The objects whose files the validator's errors name, each with the lines that name them. Warnings
+    name files too but refuse nothing, so only error lines count."""
     blamed: dict[ObjectKey, list[str]] = {}
     for line in cause_lines(output):
+        if not _ERROR.search(line):
+            continue
         named = {key for path in _PATH.findall(line) for key in sources_by_path.get(path, ())}
         for key in named:
             blamed.setdefault(key, []).append(line)
     return {key: "; ".join(lines) for key, lines in blamed.items()}
+
+
+def told_to(key: ObjectKey, output: str, sources_by_path: Mapping[str, Sequence[ObjectKey]]) -> str:
+    """What of the validators' output the object found at fault is told: the error lines that name no
+    other object's file (its status and events must not show other tenants' names)."""
+    return "; ".join(
+        line
+        for line in cause_lines(output)
+        if _ERROR.search(line)
+        and all(key in sources_by_path.get(path, [key]) for path in _PATH.findall(line))
+    )
+
+
+def node_at_fault(output: str) -> bool:
+    """The node itself failed the check (an operating-system error: too many open files, a full disk, a
+    permission): no object is to blame, whatever file nginx was opening."""
+    return any(_OS_ERROR.search(line) for line in cause_lines(output))
 
 
 def cause_lines(output: str) -> list[str]:
@@ -48,7 +71,8 @@ def cause_lines(output: str) -> list[str]:
 
 
 def bisect(suspects: Sequence[ObjectKey], output: str, refuses: Refuses) -> tuple[ObjectKey, str] | None:
-    """The one suspect whose inclusion makes the config refused, with the output that showed it; None when
+    """The one suspect whose inclusion makes the config refused, with the validators' output that showed
+    it (see `told_to`); None when
     the config is refused even without every suspect (so it is the pair's own doing).
 
     `output` is what the validators said of the config with every suspect in. Invariant: the config with
@@ -67,4 +91,4 @@ def bisect(suspects: Sequence[ObjectKey], output: str, refuses: Refuses) -> tupl
         else:
             fine += half
             remaining = rest
-    return remaining[0], "; ".join(cause_lines(output))
+    return remaining[0], output

@@ -31,7 +31,7 @@ from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
 from lbpair.health import NodeReport, assess_pair
-from lbpair.isolation import bisect, blame
+from lbpair.isolation import bisect, blame, node_at_fault, told_to
 from lbpair.model.common import ObjectRef
 from lbpair.model.pair import PairNode
 from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, timestamp
@@ -290,7 +290,7 @@ class Reconciler:
     ) -> dict[ObjectKey, str]:
         """The attached objects the refusing node's validators blame: by the files their output names, or
         else by bisecting what changed on that node; empty when the pair's own settings are at fault."""
-        if refusal is None or refusal.node not in observations:
+        if refusal is None or refusal.node not in observations or node_at_fault(refusal.output):
             return {}
         prefix = f"refused by the validators on {refusal.node}: "
         sources = build.state.sources_by_path()
@@ -323,7 +323,7 @@ class Reconciler:
                 error,
             )
             return {}
-        return {found[0]: prefix + found[1]} if found else {}
+        return {found[0]: prefix + told_to(found[0], found[1], sources)} if found else {}
 
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()

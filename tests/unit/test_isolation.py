@@ -6,7 +6,7 @@ from collections.abc import Collection
 
 import pytest
 
-from lbpair.isolation import Refuses, bisect, blame
+from lbpair.isolation import Refuses, bisect, blame, node_at_fault, told_to
 from lbpair.render.model import ObjectKey
 
 SHOP = ObjectKey("VirtualHost", "team-a", "shop")
@@ -47,6 +47,26 @@ def test_the_time_and_process_ids_of_a_logged_message_are_dropped() -> None:
     assert blame(output, SOURCES) == {
         SHOP: "[emerg] unknown directive in /etc/nginx/lbpair/vhost_team-a_shop.conf"
     }
+
+
+def test_a_warning_that_names_a_file_blames_nothing() -> None:
+    output = (
+        'nginx: [warn] conflicting server name "a" on 0.0.0.0:80, ignored in '
+        "/etc/nginx/lbpair/upstream_team-b_pool.conf:1\n"
+        'nginx: [emerg] unknown directive "x" in /etc/nginx/lbpair/vhost_team-a_shop.conf:12\n' + VERDICT
+    )
+
+    assert list(blame(output, SOURCES)) == [SHOP]
+
+
+def test_an_operating_system_error_is_the_nodes_fault_not_the_file_it_was_opening() -> None:
+    output = (
+        'nginx: [emerg] open() "/var/log/nginx/team-a_shop.error.log" failed (24: Too many open files)\n'
+        + VERDICT
+    )
+
+    assert node_at_fault(output)
+    assert not node_at_fault('nginx: [emerg] SSL_CTX_use_certificate("/x.crt") failed (SSL: error:0A00018F)')
 
 
 @pytest.mark.parametrize(
@@ -90,8 +110,18 @@ def test_bisecting_finds_the_refused_object_in_a_few_validations(culprit: int) -
 
     found = bisect(SUSPECTS, f"{message}\n{VERDICT}", refuses)  # as the whole change was refused
 
-    assert found == (SUSPECTS[culprit], message)
+    assert found is not None
+    assert (found[0], told_to(found[0], found[1], SOURCES)) == (SUSPECTS[culprit], message)
     assert len(calls) <= 1 + 4  # without all of them, then ceil(log2(13)) halvings
+
+
+def test_the_object_found_is_not_told_other_objects_files() -> None:
+    output = (
+        'nginx: [emerg] unknown "foo" variable\n'
+        "nginx: [emerg] something in /etc/nginx/lbpair/upstream_team-b_pool.conf:3\n" + VERDICT
+    )
+
+    assert told_to(SHOP, output, SOURCES) == 'nginx: [emerg] unknown "foo" variable'
 
 
 def test_with_two_refused_objects_one_is_found_and_the_other_next_time() -> None:
