@@ -10,6 +10,7 @@ serialises passes and deletion of one pair, and decides what to write.
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import threading
 import time
@@ -247,7 +248,7 @@ class Reconciler:
         out and roll out the rest. Returns the build that went out, its rollout, and the events."""
         observations, errors = observe_all(list(nodes.values()))
         events: list[Event] = []
-        for attempt in range(1, ISOLATION_ROUNDS + 1):
+        for attempt in itertools.count(1):
             rollout = roll_out_pair(
                 plans_for(build, nodes),
                 observations,
@@ -259,7 +260,7 @@ class Reconciler:
                 config=self._config,
                 clock=self._clock,
             )
-            refused = attempt < ISOLATION_ROUNDS and self._refused_objects(
+            refused = self._refused_objects(
                 build,
                 rollout.refused_by,
                 resources=resources,
@@ -268,6 +269,7 @@ class Reconciler:
                 memory=memory,
             )
             if not refused:
+                events += rollout.events
                 break
             # The tenants' objects are at fault, not the pair: their own status and events say so.
             events += [event for event in rollout.events if event.reason != ConfigRejectedError.reason]
@@ -275,8 +277,10 @@ class Reconciler:
             for refused_key, message in refused.items():
                 memory.refusals[refused_key] = Refusal(generations[refused_key], build.generation, message)
                 log.info("pass pair=%s left out %s: %s", key, refused_key, message)
+            if attempt == ISOLATION_ROUNDS:
+                break  # the next pass goes on from here, without these objects: a new config, no backoff
             build = rebuild(resources, memory.parsed, memory.left_out())
-        return build, rollout, events + rollout.events
+        return build, rollout, events
 
     def _refused_objects(
         self,

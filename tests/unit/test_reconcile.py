@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from lbpair import reconcile
 from lbpair.config import OperatorConfig
 from lbpair.events import Event
 from lbpair.model.common import ObjectRef
@@ -268,6 +269,24 @@ def test_several_refused_objects_in_one_change_are_each_left_out(world: World) -
     assert site_file("www") in world.lb1.files
     assert not {site_file("dev"), site_file("oa")} & set(world.lb1.files)
     assert world.condition("Programmed")[:2] == ("True", "Applied")
+
+
+def test_a_pass_out_of_isolation_rounds_hands_over_to_the_next_without_a_backoff(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile, "ISOLATION_ROUNDS", 2)
+    refuse_on_both_nodes(world, "refused-a.example.com", names_file=True)
+    refuse_on_both_nodes(world, "refused-b.example.com", names_file=True)
+    world.resources.vhost("dev")["spec"]["serverNames"] = ["refused-a.example.com"]
+    world.resources.vhost("oa")["spec"]["serverNames"] = ["refused-b.example.com"]
+
+    world.run_pass()  # two rollouts, each refused: both objects found, the pass's rounds used up
+    assert world.condition("Programmed")[:2] == ("False", "Rejected")
+    world.run_pass()  # goes on at once without them (a new config, no backoff)
+
+    assert world.condition("Programmed")[:2] == ("True", "Applied")
+    assert site_file("www") in world.lb1.files
+    assert not {site_file("dev"), site_file("oa")} & set(world.lb1.files)
 
 
 def test_a_refused_config_is_retried_after_its_backoff_and_the_backoff_grows() -> None:
