@@ -12,12 +12,16 @@ from lbpair.nodes.operations import NodeOwnedElsewhereError
 def restore_nodes(nodes: Iterable[Node]) -> str:
     """Policy Restore: each node gets its own files back and stops serving the pair's VIPs. Returns what
     is still pending ('' when done); a pending node is tried again whole."""
-    pending = []
-    for node in nodes:
-        try:
-            node.uninstall()
-        except NodeOwnedElsewhereError:
-            pass  # another pair has the node: nothing on it is this pair's to clean
-        except NodeError as error:
-            pending.append(f"{node.name}: {error}")
-    return "; ".join(pending)
+    pending = [(node.name, release_node(node)[0]) for node in nodes]
+    return "; ".join(f"{name}: {error}" for name, error in pending if error)
+
+
+def release_node(node: Node) -> tuple[str, str]:
+    """Restores one node: ('', what was done) or (why it is still pending, '')."""
+    try:
+        node.uninstall()
+    except NodeOwnedElsewhereError as error:
+        return "", f"nothing to clean up, {error}"  # another pair has the node: nothing on it is ours
+    except NodeError as error:
+        return str(error), ""
+    return "", "cleaned up"

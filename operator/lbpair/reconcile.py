@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence, Set
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,9 +29,9 @@ from lbpair.build import (
 )
 from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
-from lbpair.deletion import restore_nodes
+from lbpair.deletion import release_node, restore_nodes
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
-from lbpair.health import NodeReport, assess_pair
+from lbpair.health import assess_pair
 from lbpair.isolation import bisect, blame, node_at_fault, told_to
 from lbpair.model.common import ObjectRef
 from lbpair.model.pair import PairNode
@@ -39,7 +39,7 @@ from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, timesta
 from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.observe import NodeObservation
-from lbpair.nodes.operations import NodeOwnedElsewhereError, ValidationFailedError
+from lbpair.nodes.operations import ValidationFailedError
 from lbpair.nodes.ssh import SSHTarget
 from lbpair.render import render_pair
 from lbpair.render.model import ObjectKey
@@ -90,10 +90,11 @@ class PairMemory:
     attached: dict[ObjectKey, AttachedStatus] = field(default_factory=dict)
     parsed: ParseCache = field(default_factory=ParseCache)
     refusals: dict[ObjectKey, Refusal] = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
-    """The last pass's nodes by endpoint ("lb2 198.51.100.12:22"), to notice one that leaves the spec."""
-    leaving: dict[str, tuple[Node, str]] = field(default_factory=dict)
-    """Nodes that left the spec and are not cleaned up yet: the node, and what is still pending."""
+    nodes: dict[str, tuple[Node, str]] = field(default_factory=dict)
+    """The last pass's nodes (and pinned host keys) by endpoint ("lb2 198.51.100.12:22"), to notice one
+    that leaves the spec."""
+    leaving: dict[str, tuple[tuple[Node, str], str]] = field(default_factory=dict)
+    """Nodes that left the spec and are not cleaned up yet: the node and host key, and what is pending."""
 
     def leaving_messages(self) -> dict[str, str]:
         return {endpoint: pending for endpoint, (_, pending) in self.leaving.items()}
@@ -206,7 +207,7 @@ class Reconciler:
         memory.problem = ""
         nodes = connect(self._nodes, build)
         build, rollout, events = self._roll_out(key, build, resources, nodes, memory)
-        events += release_former_nodes(build, nodes, rollout.reports, memory)
+        events += release_former_nodes(build, nodes, memory)
         health = assess_pair(
             build.vips, rollout.reports, rollout.problem, at=now, leaving=memory.leaving_messages()
         )
@@ -358,43 +359,32 @@ class Reconciler:
         return pending
 
 
-def release_former_nodes(
-    build: PairBuild, nodes: Mapping[str, Node], reports: Sequence[NodeReport], memory: PairMemory
-) -> list[Event]:
+def release_former_nodes(build: PairBuild, nodes: Mapping[str, Node], memory: PairMemory) -> list[Event]:
     """A node that left the spec (removed, or its address changed) is cleaned up like a deleted pair's
     node: its own files back, keepalived stopped (the VIPs go with it). One that cannot be reached yet is
-    tried again every pass and keeps the pair Degraded. One that answers with the hostname of a current
-    node is that node under another address: it is only forgotten."""
-    current = {endpoint(node): nodes[node.name] for node in build.pair.spec.nodes}
+    tried again every pass and keeps the pair Degraded. One whose pinned host key is a current node's is
+    that node under another address: it is only forgotten."""
+    current = {endpoint(node): (nodes[node.name], node.host_key) for node in build.pair.spec.nodes}
     for former in memory.nodes.keys() - current.keys():
         memory.leaving.setdefault(former, (memory.nodes[former], ""))
     for returned in memory.leaving.keys() & current.keys():
         del memory.leaving[returned]
     memory.nodes = current
-    hostnames = {report.observation.hostname for report in reports if report.observation is not None}
+    current_host_keys = {host_key for _, host_key in current.values()}
     events = []
-    for former, (node, before) in sorted(memory.leaving.items()):
-        pending, done = _release(node, hostnames)
+    for former, ((node, host_key), before) in sorted(memory.leaving.items()):
+        if host_key in current_host_keys:
+            pending, done = "", "it is a current node under another address"
+        else:
+            pending, done = release_node(node)
         if pending:
-            memory.leaving[former] = (node, pending)
+            memory.leaving[former] = ((node, host_key), pending)
             if pending != before:
                 events.append(Event.warning("CleanupPending", f"{former} left the spec: {pending}"))
             continue
         del memory.leaving[former]
         events.append(Event.normal("NodeReleased", f"{former} left the spec: {done}"))
     return events
-
-
-def _release(node: Node, current_hostnames: Set[str]) -> tuple[str, str]:
-    """Cleans up a node that left the spec: (what is still pending, or else what was done)."""
-    try:
-        if node.observe().hostname in current_hostnames:
-            return "", "it is a current node under another address"
-    except NodeOwnedElsewhereError as error:
-        return "", f"nothing to clean up, {error}"
-    except NodeError as error:
-        return str(error), ""
-    return restore_nodes([node]), "cleaned up"
 
 
 def endpoint(node: PairNode) -> str:

@@ -43,7 +43,6 @@ class FakeNode:
     failing_once: dict[str, Exception] = field(default_factory=dict)
     """Method name -> the error that method raises on its next call only."""
     nginx_ignores_reload: bool = False
-    hostname: str = ""  # the node's name when empty
     refuses: dict[str, bool] = field(default_factory=dict)
     """Text the validators refuse wherever the staged config holds it -> whether their message names the
     file (nginx mostly does; some checks name none)."""
@@ -65,7 +64,7 @@ class FakeNode:
     def observe(self) -> NodeObservation:
         self._call("observe")
         return NodeObservation(
-            hostname=self.hostname or self.name,
+            hostname=self.name,
             services=dict(self.services),
             addresses=frozenset(ipaddress.IPv4Interface(a) for a in self.addresses | self.vips),
             managed_files={

@@ -514,11 +514,16 @@ def test_an_unexpected_error_turns_conditions_unknown_and_is_told_once(world: Wo
     assert world.condition("Ready")[0] == "True"
 
 
-def replace_lb2(world: World, address: str, hostname: str) -> FakeNode:
-    """The pair's lb2 is now another machine, at `address`."""
-    replacement = FakeNode("lb2", hostname=hostname, addresses={"198.51.100.13/24"})
+ANOTHER_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBQRkRzg4KUOyIsot76jLDCJVCrrbMlOAwBgosFBjUgx"
+
+
+def replace_lb2(world: World, address: str, host_key: str | None = None) -> FakeNode:
+    """The pair's lb2 is now at `address`: another machine (with its host key) or, without one, the same."""
+    replacement = FakeNode("lb2", addresses={"198.51.100.13/24"})
     world.factory.nodes[f"lb2@{address}"] = replacement
     world.resources.pair["spec"]["nodes"][1]["address"] = address
+    if host_key is not None:
+        world.resources.pair["spec"]["nodes"][1]["hostKey"] = host_key
     world.resources.pair["metadata"]["generation"] = 2
     return replacement
 
@@ -526,8 +531,8 @@ def replace_lb2(world: World, address: str, hostname: str) -> FakeNode:
 def test_a_node_that_leaves_the_spec_is_cleaned_up_like_a_deleted_pairs_node(world: World) -> None:
     world.run_pass()
     former = world.lb2
-    former.failing["observe"] = NodeUnreachableError("203.0.113.12:22: timed out")
-    replacement = replace_lb2(world, "203.0.113.22", hostname="lb2-new")
+    former.failing["uninstall"] = NodeUnreachableError("203.0.113.12:22: timed out")
+    replacement = replace_lb2(world, "203.0.113.22", ANOTHER_HOST_KEY)
 
     events = world.run_pass()
 
@@ -542,7 +547,7 @@ def test_a_node_that_leaves_the_spec_is_cleaned_up_like_a_deleted_pairs_node(wor
     )
     assert former.services["keepalived"]  # still holding on until it answers
 
-    del former.failing["observe"]
+    del former.failing["uninstall"]
     events = world.run_pass()
 
     assert [event.message for event in events if event.reason == "NodeReleased"] == [
@@ -555,7 +560,7 @@ def test_a_node_that_leaves_the_spec_is_cleaned_up_like_a_deleted_pairs_node(wor
 
 def test_a_node_whose_address_changed_is_not_mistaken_for_a_former_node(world: World) -> None:
     world.run_pass()
-    same_machine = replace_lb2(world, "203.0.113.22", hostname="lb2")  # e.g. a renumbered management LAN
+    same_machine = replace_lb2(world, "203.0.113.22")  # same host key: e.g. a renumbered management LAN
     same_machine.files, same_machine.manifest = world.lb2.files, world.lb2.manifest
 
     events = world.run_pass()
