@@ -236,6 +236,12 @@ def roll_out_pair(
     for plan in rollout_order(reachable, observations, vips):
         difference = compare(observations[plan.name], plan)
         if not difference.any:
+            if not observations[plan.name].owner:
+                try:  # its files were live before nodes had owners (an upgrade): it is this pair's
+                    plan.node.claim()
+                except NodeError as error:
+                    node_errors[plan.name] = str(error)
+                    continue
             programmed.add(plan.name)
             continue
         if outcome.problem:

@@ -43,6 +43,7 @@ class FakeNode:
     failing_once: dict[str, Exception] = field(default_factory=dict)
     """Method name -> the error that method raises on its next call only."""
     nginx_ignores_reload: bool = False
+    owner: str = ""  # "" until a stage or claim: the agent's owner marker
     refuses: dict[str, bool] = field(default_factory=dict)
     """Text the validators refuse wherever the staged config holds it -> whether their message names the
     file (nginx mostly does; some checks name none)."""
@@ -73,10 +74,12 @@ class FakeNode:
             },
             vrrp=self.vrrp or (VrrpInstanceState("lbpair_1", "MASTER" if self.vips else "BACKUP", 100),),
             live_hash=self.live_hash,
+            owner=self.owner,
         )
 
     def stage(self, files: Sequence[ManagedFile], changed: Set[str]) -> None:
         self._call("stage")
+        self.owner = self.owner or "fake-uid demo/seed"
         self.staged = [managed for managed in files if managed.path in changed]
         self._staged_manifest = {managed.path: managed.sha256 for managed in files}
 
@@ -141,8 +144,13 @@ class FakeNode:
         self.manifest = dict(manifest)
         self.live_hash = ""
 
+    def claim(self) -> None:
+        self._call("claim")
+        self.owner = self.owner or "fake-uid demo/seed"
+
     def uninstall(self) -> None:
         self._call("uninstall")
+        self.owner = ""
         for path in self.manifest:
             self.files.pop(path, None)
         self.manifest, self.live_hash = {}, ""

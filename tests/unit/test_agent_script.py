@@ -185,6 +185,22 @@ def test_a_node_one_pair_has_refuses_every_other_pairs_changes_until_that_pair_u
     assert node.read("etc/app/a.conf") == "pair B's"
 
 
+def test_a_node_programmed_before_owners_is_claimed_by_its_pair_and_then_refuses_others(
+    tmp_path: Path,
+) -> None:
+    node = Node(tmp_path)
+    node.roll_out({"etc/app/a.conf": "a"})
+    (node.state / "owner").unlink()  # as the agent before owners left a node
+
+    node.agent("claim")
+    node.owner = PAIR_B
+    refused = node.agent("claim", check=False)
+
+    assert (node.state / "owner").read_text() == f"{PAIR_A}\n"
+    assert refused.returncode == 66
+    assert node.read("etc/app/a.conf") == "a"
+
+
 def test_files_the_new_config_drops_are_removed_and_no_temporary_files_remain(tmp_path: Path) -> None:
     node = Node(tmp_path)
 

@@ -484,6 +484,18 @@ def test_deletion_of_an_unreachable_node_stays_pending(world: World) -> None:
     assert world.lb1.files == {}
 
 
+def test_a_converged_node_without_an_owner_is_claimed_without_a_push(world: World) -> None:
+    world.run_pass()
+    world.lb1.owner = ""  # as a node programmed before nodes had owners (an upgrade)
+
+    world.run_pass()
+
+    assert world.lb1.owner
+    assert world.lb1.calls.count("claim") == 1
+    assert world.lb1.calls.count("stage") == 1  # the first pass's only
+    assert world.condition("Programmed")[:2] == ("True", "Applied")
+
+
 def test_deletion_leaves_a_node_another_pair_has_alone_and_is_not_held_up_by_it(world: World) -> None:
     world.run_pass()
     # What the node's agent answers this pair's commands once another pair has the node.

@@ -286,7 +286,7 @@ served-hash)
     served_hash "$@"
     exit
     ;;
-probe | validate | swap | restore | uninstall | mark-live | reload | recover) ;;
+probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim) ;;
 *)
     echo "unknown command: $command" >&2
     exit 2
@@ -297,6 +297,7 @@ lock
 recover
 case $command in
 probe | recover) ;;
+claim) own claim ;; # a pair whose files were live before nodes had owners
 *) own check ;; # every change, and validate (it reads the stage), only for the pair that has the node
 esac
 case $command in

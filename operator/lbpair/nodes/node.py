@@ -19,6 +19,7 @@ from lbpair.nodes.operations import (
     NodeOwnedElsewhereError,
     apply_reload,
     apply_staged,
+    claim_node,
     mark_live,
     observe_node,
     observe_served_hash,
@@ -58,6 +59,10 @@ class Node(Protocol):
         ...
 
     def mark_live(self, config_hash: str) -> None: ...
+
+    def claim(self) -> None:
+        """The node is this pair's from now on (staging claims it too); another pair's are refused."""
+        ...
 
     def restore(self) -> None:
         """The last-known-good backup back into place."""
@@ -138,6 +143,9 @@ class AgentNode:
 
     def uninstall(self) -> None:
         uninstall_managed(self.client, self.layout.keepalived_service, self.layout.nginx_service)
+
+    def claim(self) -> None:
+        claim_node(self.client)
 
 
 class AgentNodes:

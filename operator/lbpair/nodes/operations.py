@@ -178,6 +178,11 @@ def mark_live(client: NodeClient, config_hash: str) -> None:
     _checked(_agent(client, "mark-live", config_hash), "recording the live config")
 
 
+def claim_node(client: NodeClient) -> None:
+    """Take a node no pair has yet for the calling pair (staging does it too); refused if another has it."""
+    _checked(_agent(client, "claim"), "claiming the node")
+
+
 def restore_last_good(client: NodeClient) -> None:
     """Put back the files the latest swap replaced (journaled and idempotent: restoring twice is restoring
     once). Also right after a swap whose services were never verified, e.g. the operator stopped between
