@@ -278,6 +278,9 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONPATH": f"{REPO_ROOT / 'operator'}",
             "LBPAIR_PROBE_INTERVAL_SECONDS": str(self.probe_interval_seconds),
+            # No metrics endpoint unless a test asks for one (on a port of its own): operators started
+            # side by side would contend for the default port.
+            "LBPAIR_METRICS_PORT": "0",
             **self.settings,
         }
         command = [

@@ -10,11 +10,12 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "LBPAIR_"
+MAX_PORT = 65535
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS label, as Kubernetes names one
 
 
@@ -41,6 +42,9 @@ class OperatorConfig:
     secret_namespaces: tuple[str, ...] = ()
     """The namespaces whose opt-in Secrets are watched (comma-separated); empty: all namespaces. Matches
     the chart's `secretNamespaces`, which grants Secret read in just these."""
+    metrics_port: int = 9090
+    """The TCP port serving Prometheus metrics at /metrics (lbpair.metrics); 0: no metrics endpoint. Not
+    kopf's liveness port (the chart's healthPort, 8080)."""
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -50,7 +54,7 @@ class OperatorConfig:
         for config_field in dataclasses.fields(cls):
             variable = PREFIX + config_field.name.upper()
             if variable in environment:
-                parse = _namespace_list if config_field.name == "secret_namespaces" else _positive_seconds
+                parse = _PARSERS.get(config_field.name, _positive_seconds)
                 values[config_field.name] = parse(variable, environment[variable])
         config = cls(**values)
         for longest, shortest in _UPPER_BOUNDS:
@@ -76,9 +80,23 @@ def _positive_seconds(variable: str, text: str) -> float:
     return value
 
 
+def _port(variable: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{variable}={text!r} is not a port number") from None
+    if not 0 <= value <= MAX_PORT:
+        raise ConfigError(f"{variable}={text!r} must be a port from 1 to {MAX_PORT}, or 0 for none")
+    return value
+
+
 def _namespace_list(variable: str, text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
         if not NAMESPACE_NAME.fullmatch(name):
             raise ConfigError(f"{variable}={text!r}: {name!r} is not a namespace name")
     return names
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {"secret_namespaces": _namespace_list, "metrics_port": _port}
+"""Each field's parser; the others are seconds (_positive_seconds)."""

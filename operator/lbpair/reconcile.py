@@ -31,11 +31,11 @@ from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
 from lbpair.deletion import release_node, restore_nodes
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
-from lbpair.health import assess_pair
+from lbpair.health import PairHealth, assess_pair
 from lbpair.isolation import bisect, blame, node_at_fault, told_to
 from lbpair.model.common import ObjectRef
 from lbpair.model.pair import PairNode
-from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, timestamp
+from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, find_condition, timestamp
 from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.observe import NodeObservation
@@ -68,6 +68,19 @@ next pass goes on from there."""
 
 class StatusSink(Protocol):
     def patch_status(self, plural: str, namespace: str, name: str, status: StatusModel) -> None: ...
+
+
+class PassRecorder(Protocol):
+    """Where passes report for the operator's metrics (lbpair.metrics.PrometheusRecorder)."""
+
+    def pass_finished(self, pair: ObjectRef, outcome: str, seconds: float, *, ready: bool) -> None: ...
+
+    def node_rolled_out(self, pair: ObjectRef, node: str, reason: str) -> None:
+        """A rollout to `node` took its config ("Applied") or failed with this event reason."""
+
+    def pair_observed(self, pair: ObjectRef, health: PairHealth, refused_objects: int) -> None: ...
+
+    def pair_removed(self, pair: ObjectRef) -> None: ...
 
 
 @dataclass
@@ -132,10 +145,11 @@ class Reconciler:
         self,
         nodes: NodeFactory,
         status: StatusSink,
+        metrics: PassRecorder,
         config: OperatorConfig,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._nodes, self._status, self._config = nodes, status, config
+        self._nodes, self._status, self._metrics, self._config = nodes, status, metrics, config
         self._clock = clock  # times rollout backoffs; a test advances it instead of sleeping
         self._memory: dict[ObjectRef, PairMemory] = {}
         self._lock = threading.Lock()
@@ -163,11 +177,13 @@ class Reconciler:
                 memory.status = _status_in(resources.pair)
             started = time.monotonic()
             try:
-                events = self._run_pass(key, resources, memory, started)
+                outcome, events = self._run_pass(key, resources, memory, started)
+                memory.pass_error = ""
             except Exception as error:
                 log.exception("pass pair=%s outcome=error seconds=%.3f", key, time.monotonic() - started)
-                return self._report_failed_pass(key, resources, memory, error)
-            memory.pass_error = ""
+                outcome, events = "error", self._report_failed_pass(key, resources, memory, error)
+            seconds = time.monotonic() - started
+            self._metrics.pass_finished(key, outcome, seconds, ready=is_ready(memory.status))
             return events
 
     def _report_failed_pass(
@@ -189,7 +205,8 @@ class Reconciler:
 
     def _run_pass(
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float
-    ) -> list[Event]:
+    ) -> tuple[str, list[Event]]:
+        """The pass's outcome (as lbpair.metrics.PASS_OUTCOMES names them) and its events."""
         now = timestamp(datetime.datetime.now(datetime.UTC))
         build = build_pair(resources, memory.parsed, memory.refusals_in_force(resources))
         memory.secrets = build.secrets_used
@@ -203,7 +220,7 @@ class Reconciler:
                 build.reason,
                 time.monotonic() - started,
             )
-            return events
+            return "rejected", events
         memory.problem = ""
         nodes = connect(self._nodes, build)
         build, rollout, events = self._roll_out(key, build, resources, nodes, memory)
@@ -211,6 +228,7 @@ class Reconciler:
         health = assess_pair(
             build.vips, rollout.reports, rollout.problem, at=now, leaving=memory.leaving_messages()
         )
+        self._metrics.pair_observed(key, health, len(memory.refusals))
         observed = PairObservation.of(health)
         events += transition_events(memory.observed, observed, health)
         memory.observed = observed
@@ -235,7 +253,7 @@ class Reconciler:
             "pass pair=%s outcome=%s seconds=%.3f files_changed=%d reloads=%s attached_status_writes=%d",
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
-        return events
+        return outcome, events
 
     def _roll_out(
         self,
@@ -261,6 +279,8 @@ class Reconciler:
                 config=self._config,
                 clock=self._clock,
             )
+            for node, reason in rollout.node_rollouts:
+                self._metrics.node_rolled_out(key, node, reason)
             refused = self._refused_objects(
                 build,
                 rollout.refused_by,
@@ -356,6 +376,7 @@ class Reconciler:
         if not pending:
             with self._lock:
                 self._memory.pop(key, None)
+            self._metrics.pair_removed(key)
         return pending
 
 
@@ -427,6 +448,12 @@ def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, N
         )
         for node in spec.nodes
     }
+
+
+def is_ready(status: PairStatus | None) -> bool:
+    """The pair's Ready condition is True in `status` (as last written)."""
+    ready = find_condition(status.conditions, "Ready") if status else None
+    return ready is not None and ready.status == "True"
 
 
 def _status_in(pair_body: Mapping[str, Any]) -> PairStatus | None:

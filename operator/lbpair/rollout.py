@@ -210,6 +210,8 @@ class PairRollout:
     files_changed: int = 0
     refused_by: ConfigRejectedError | None = None
     """When the problem is a node's validators refusing the config: which node, and their output."""
+    node_rollouts: list[tuple[str, str]] = field(default_factory=list)
+    """Each node a rollout was tried on: (node, "Applied" or the failure's reason), for the metrics."""
 
 
 def roll_out_pair(
@@ -257,6 +259,7 @@ def roll_out_pair(
             # Backed off like any failure, a lost node included: a node that times out must not pile up
             # abandoned validations on every pass.
             _log_node(pair, plan.name, error.reason, difference, started)
+            outcome.node_rollouts.append((plan.name, error.reason))
             outcome.problem = RolloutProblem(error.reason, str(error))
             outcome.refused_by = error if isinstance(error, ConfigRejectedError) else None
             previous = failures.get(plan.name)
@@ -272,6 +275,7 @@ def roll_out_pair(
                 observations.pop(plan.name, None)
         else:
             _log_node(pair, plan.name, "applied", difference, started)
+            outcome.node_rollouts.append((plan.name, "Applied"))
             failures.pop(plan.name, None)
             programmed.add(plan.name)
             outcome.files_changed += len(difference.changed)

@@ -15,6 +15,7 @@ SOLE_IMPORTERS = {
     "kubernetes": "lbpair/kube.py",
     "paramiko": "lbpair/nodes/ssh.py",
     "jinja2": "lbpair/render",
+    "prometheus_client": "lbpair/metrics.py",
 }
 
 

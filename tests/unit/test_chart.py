@@ -65,6 +65,7 @@ def test_chart_passes_helm_lint_strict() -> None:
         "livenessProbe.path=/other",  # the probe's target is fixed by the chart
         "hostNetwork=yes",  # wrong type
         "image.pullPolicy=Sometimes",  # not an allowed value
+        "metrics.serviceMonitor.interval=often",  # not a Prometheus duration
     ],
 )
 def test_values_outside_the_schema_are_rejected(setting: str) -> None:
@@ -78,7 +79,7 @@ def test_deployment_has_a_liveness_probe_on_kopfs_endpoint() -> None:
     container = operator_container()
 
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "health", "containerPort": 8080, "protocol": "TCP"}
     probe = container["livenessProbe"]
     assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
     assert probe["periodSeconds"] > 0
@@ -168,7 +169,62 @@ def test_rbac_objects_keep_the_names_the_test_bed_uses() -> None:
         ("ClusterRole", RELEASE),
         ("ClusterRoleBinding", RELEASE),
         ("Deployment", RELEASE),
+        ("Service", f"{RELEASE}-metrics"),
     }
+
+
+def of_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [document for document in documents if document["kind"] == kind]
+
+
+def test_metrics_are_served_on_their_own_port_behind_a_service() -> None:
+    documents = render()
+    (container,) = of_kind(documents, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    (service,) = of_kind(documents, "Service")
+
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    assert {"name": "LBPAIR_METRICS_PORT", "value": "9090"} in container["env"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = of_kind(documents, "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert of_kind(documents, "ServiceMonitor") == []  # off by default: it needs the Prometheus Operator
+
+
+def test_metrics_port_zero_turns_the_endpoint_off() -> None:
+    documents = render("--set", "metrics.port=0")
+    (container,) = of_kind(documents, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+
+    assert [port["name"] for port in container["ports"]] == ["health"]
+    assert {"name": "LBPAIR_METRICS_PORT", "value": "0"} in container["env"]
+    assert of_kind(documents, "Service") == []
+
+
+def test_metrics_port_must_differ_from_the_health_port() -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", "metrics.port=8080", check=False)
+
+    assert result.returncode != 0
+    assert "metrics.port must differ from healthPort" in result.stderr
+
+
+def test_service_monitor_scrapes_the_metrics_service_when_turned_on() -> None:
+    settings = (
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    )
+    documents = render(*settings)
+    (monitor,) = of_kind(documents, "ServiceMonitor")
+    (service,) = of_kind(documents, "Service")
+
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert helm("lint", "--strict", str(CHART), *settings, check=False).returncode == 0
 
 
 def test_chart_ships_the_generated_crds() -> None:

@@ -39,3 +39,12 @@ def test_secret_namespaces_are_a_comma_separated_list() -> None:
 def test_a_bad_value_is_refused_naming_the_variable(environment: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
         OperatorConfig.from_environment(environment)
+
+
+def test_metrics_port_is_a_port_number_and_zero_turns_the_endpoint_off() -> None:
+    assert OperatorConfig.from_environment({"LBPAIR_METRICS_PORT": "9191"}).metrics_port == 9191
+    assert OperatorConfig.from_environment({"LBPAIR_METRICS_PORT": "0"}).metrics_port == 0
+    with pytest.raises(ConfigError, match="LBPAIR_METRICS_PORT='http' is not a port number"):
+        OperatorConfig.from_environment({"LBPAIR_METRICS_PORT": "http"})
+    with pytest.raises(ConfigError, match="LBPAIR_METRICS_PORT='70000' must be a port from 1 to 65535"):
+        OperatorConfig.from_environment({"LBPAIR_METRICS_PORT": "70000"})

@@ -12,6 +12,7 @@ import pytest
 from lbpair import reconcile
 from lbpair.config import OperatorConfig
 from lbpair.events import Event
+from lbpair.metrics import PrometheusRecorder
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, StatusModel, find_condition
 from lbpair.nodes.client import NodeError, NodeUnreachableError
@@ -66,6 +67,7 @@ class World:
     reconciler: Reconciler
     clock: FakeClock
     factory: FakeNodes
+    metrics: PrometheusRecorder
 
     def run_pass(self) -> list[Event]:
         return self.reconciler.run_pass(self.resources.resources())
@@ -82,8 +84,9 @@ def make_world(pair_sample: str = "seed-tutorial.yaml", **config: Any) -> World:
     sink = RecordingSink()
     settings = OperatorConfig(**{"verify_timeout_seconds": 0.3, **config})
     clock, factory = FakeClock(), FakeNodes({"lb1": lb1, "lb2": lb2})
-    reconciler = Reconciler(factory, sink, settings, clock)
-    return World(sample(pair_sample), lb1, lb2, sink, reconciler, clock, factory)
+    metrics = PrometheusRecorder()
+    reconciler = Reconciler(factory, sink, metrics, settings, clock)
+    return World(sample(pair_sample), lb1, lb2, sink, reconciler, clock, factory, metrics)
 
 
 @pytest.fixture
@@ -353,7 +356,9 @@ def test_files_swapped_but_never_verified_are_restored_when_their_reload_fails(w
     assert world.lb2.files != good
     assert world.lb2.live_hash == ""
     world.lb2.failing_once["reload"] = NodeError("reload failed (exit 1)")
-    restarted = Reconciler(FakeNodes({"lb1": world.lb1, "lb2": world.lb2}), world.sink, OperatorConfig())
+    restarted = Reconciler(
+        FakeNodes({"lb1": world.lb1, "lb2": world.lb2}), world.sink, PrometheusRecorder(), OperatorConfig()
+    )
 
     events = restarted.run_pass(world.resources.resources())
 

@@ -28,6 +28,7 @@ import kopf
 from lbpair.build import PairResources
 from lbpair.config import OperatorConfig
 from lbpair.kube import KubeAPI, SecretWatch, load_client_config
+from lbpair.metrics import PrometheusRecorder
 from lbpair.model import GROUP, VERSION
 from lbpair.model.common import ObjectRef, attached_pair
 from lbpair.nodes.node import AgentNodes
@@ -80,7 +81,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config = OperatorConfig.from_environment()
     memo.config = config
     await asyncio.to_thread(load_client_config)
-    memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), config)
+    metrics = PrometheusRecorder()
+    memo.stop_metrics = metrics.serve(config.metrics_port).stop if config.metrics_port else None
+    memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), metrics, config)
     memo.resolver = CachingResolver()
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
@@ -105,6 +108,8 @@ async def close_connections(memo: kopf.Memo, **_: Any) -> None:
     memo.secrets.stop()
     await asyncio.to_thread(memo.reconciler.close)
     memo.resolver.close()
+    if memo.stop_metrics:
+        memo.stop_metrics()
 
 
 # Indexes: the in-memory views a pass renders from.
