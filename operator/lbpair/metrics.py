@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator's passes: the only module that imports prometheus_client.
 
-The coordinator reports through lbpair.reconcile.PassRecorder; this is its Prometheus implementation,
+The coordinator reports through lbpair.sinks.PassRecorder; this is its Prometheus implementation,
 served on LBPAIR_METRICS_PORT at /metrics. Labels stay bounded: a pair's namespace and name, its nodes,
 and outcomes and reasons from fixed sets. Every series of a pair goes away with the pair, so an alert on
 a deleted pair's last Ready=0 cannot fire forever.
@@ -41,7 +41,7 @@ Metric = TypeVar("Metric", bound=MetricWrapperBase)
 
 
 class PrometheusRecorder:
-    """lbpair.reconcile.PassRecorder, kept in a Prometheus registry. Passes of different pairs run on
+    """lbpair.sinks.PassRecorder, kept in a Prometheus registry. Passes of different pairs run on
     threads of their own: the pair's series bookkeeping is locked."""
 
     def __init__(self) -> None:

@@ -3,55 +3,40 @@
 Runs in a worker thread (SSH and API calls block). Level-based: every pass compares what the nodes run
 with what the resources ask for, so a spec change, a hand edit on a node, a node that comes back and an
 operator restart all converge the same way, and a pass with nothing to change writes nothing to a node.
-Each stage is a pure function or a node action in its own module; this one keeps the per-pair memory,
-serialises passes and deletion of one pair, and decides what to write.
+Each stage is a pure function or a node action in its own module (the rollout with refused objects left
+out in isolated_rollout.py); this one keeps the per-pair memory (memory.py), serialises passes and
+deletion of one pair, and decides what to write.
 """
 
 from __future__ import annotations
 
 import datetime
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from lbpair.build import (
     PairAccess,
     PairBuild,
     PairRejected,
     PairResources,
-    ParseCache,
     build_pair,
     pair_access,
 )
 from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
-from lbpair.deletion import release_node, restore_nodes
+from lbpair.deletion import restore_nodes
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
-from lbpair.health import PairHealth, assess_pair
-from lbpair.isolation import bisect, blame, node_at_fault, told_to
+from lbpair.health import assess_pair
+from lbpair.isolated_rollout import IsolatingRollout
+from lbpair.memory import PairMemory
 from lbpair.model.common import ObjectRef
-from lbpair.model.pair import PairNode
-from lbpair.model.status import AttachedStatus, PairStatus, StatusModel, find_condition, timestamp
-from lbpair.nodes.client import NodeError
+from lbpair.model.status import PairStatus, find_condition, timestamp
 from lbpair.nodes.node import Node, NodeFactory
-from lbpair.nodes.observe import NodeObservation
-from lbpair.nodes.operations import ValidationFailedError
 from lbpair.nodes.ssh import SSHTarget
-from lbpair.render import render_pair
-from lbpair.render.model import ObjectKey
-from lbpair.rollout import (
-    ConfigRejectedError,
-    FailedRollout,
-    NodePlan,
-    PairRollout,
-    compare,
-    observe_all,
-    roll_out_pair,
-)
+from lbpair.sinks import PassRecorder, StatusSink
 from lbpair.status import (
     attached_status,
     failed_pass_status,
@@ -61,81 +46,6 @@ from lbpair.status import (
 )
 
 log = logging.getLogger(__name__)
-ISOLATION_ROUNDS = 8
-"""Refusals a pass isolates before it gives up for now (nginx -t stops at the first error it meets); the
-next pass goes on from there."""
-
-
-class StatusSink(Protocol):
-    def patch_status(self, plural: str, namespace: str, name: str, status: StatusModel) -> None: ...
-
-
-class PassRecorder(Protocol):
-    """Where passes report for the operator's metrics (lbpair.metrics.PrometheusRecorder)."""
-
-    def pass_finished(self, pair: ObjectRef, outcome: str, seconds: float, *, ready: bool) -> None: ...
-
-    def node_rolled_out(self, pair: ObjectRef, node: str, reason: str) -> None:
-        """A rollout to `node` took its config ("Applied") or failed with this event reason."""
-
-    def pair_observed(self, pair: ObjectRef, health: PairHealth, refused_objects: int) -> None: ...
-
-    def pair_removed(self, pair: ObjectRef) -> None: ...
-
-
-@dataclass
-class PairMemory:
-    """What earlier passes saw and wrote, so events fire on transitions and unchanged status is not
-    written again."""
-
-    # Passes and the deletion of a pair never overlap: a pass in flight must not re-push what the
-    # deletion just removed. Once deleting, no pass touches the nodes again.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    deleting: bool = False
-    observed: PairObservation = field(default_factory=PairObservation)
-    problem: str = ""
-    pass_error: str = ""
-    applied_hashes: dict[str, str] = field(default_factory=dict)
-    failures: dict[str, FailedRollout] = field(default_factory=dict)
-    secrets: frozenset[ObjectRef] = frozenset()
-    status: PairStatus | None = None
-    status_written_at: float | None = None  # time.monotonic()
-    attached: dict[ObjectKey, AttachedStatus] = field(default_factory=dict)
-    parsed: ParseCache = field(default_factory=ParseCache)
-    refusals: dict[ObjectKey, Refusal] = field(default_factory=dict)
-    nodes: dict[str, tuple[Node, str]] = field(default_factory=dict)
-    """The last pass's nodes (and pinned host keys) by endpoint ("lb2 198.51.100.12:22"), to notice one
-    that leaves the spec."""
-    leaving: dict[str, tuple[tuple[Node, str], str]] = field(default_factory=dict)
-    """Nodes that left the spec and are not cleaned up yet: the node and host key, and what is pending."""
-
-    def leaving_messages(self) -> dict[str, str]:
-        return {endpoint: pending for endpoint, (_, pending) in self.leaving.items()}
-
-    def refusals_in_force(self, resources: PairResources) -> dict[ObjectKey, str]:
-        """Forgets the refusals of objects that changed (or went away) or of a pair that changed: those are
-        tried again. The rest stay left out, with why."""
-        generations = resources.generations()
-        pair_generation = generations.pop(None)
-        self.refusals = {
-            key: refusal
-            for key, refusal in self.refusals.items()
-            if generations.get(key) == refusal.generation and refusal.pair_generation == pair_generation
-        }
-        return self.left_out()
-
-    def left_out(self) -> dict[ObjectKey, str]:
-        return {key: refusal.message for key, refusal in self.refusals.items()}
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """An attached object a node's validators refused: left out, and not tried again on a timer (which would
-    hold up everyone else's changes), but as soon as it or its pair changes."""
-
-    generation: int
-    pair_generation: int
-    message: str
 
 
 class Reconciler:
@@ -150,7 +60,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._nodes, self._status, self._metrics, self._config = nodes, status, metrics, config
-        self._clock = clock  # times rollout backoffs; a test advances it instead of sleeping
+        self._rollout = IsolatingRollout(config, clock, metrics)
         self._memory: dict[ObjectRef, PairMemory] = {}
         self._lock = threading.Lock()
 
@@ -223,10 +133,10 @@ class Reconciler:
             return "rejected", events
         memory.problem = ""
         nodes = connect(self._nodes, build)
-        build, rollout, events = self._roll_out(key, build, resources, nodes, memory)
-        events += release_former_nodes(build, nodes, memory)
+        build, rollout, events = self._rollout.run(key, build, resources, nodes, memory)
+        events += memory.former_nodes.release(build.pair.spec.nodes, nodes)
         health = assess_pair(
-            build.vips, rollout.reports, rollout.problem, at=now, leaving=memory.leaving_messages()
+            build.vips, rollout.reports, rollout.problem, at=now, leaving=memory.former_nodes.pending()
         )
         self._metrics.pair_observed(key, health, len(memory.refusals))
         observed = PairObservation.of(health)
@@ -254,101 +164,6 @@ class Reconciler:
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
         return outcome, events
-
-    def _roll_out(
-        self,
-        key: ObjectRef,
-        build: PairBuild,
-        resources: PairResources,
-        nodes: Mapping[str, Node],
-        memory: PairMemory,
-    ) -> tuple[PairBuild, PairRollout, list[Event]]:
-        """Roll the build out; while a node's validators refuse it for attached objects' sake, leave those
-        out and roll out the rest. Returns the build that went out, its rollout, and the events."""
-        observations, errors = observe_all(list(nodes.values()))
-        events: list[Event] = []
-        for attempt in itertools.count(1):
-            rollout = roll_out_pair(
-                plans_for(build, nodes),
-                observations,
-                errors,
-                pair=str(key),
-                vips=build.vips,
-                layout=build.layout,
-                failures=memory.failures,
-                config=self._config,
-                clock=self._clock,
-            )
-            for node, reason in rollout.node_rollouts:
-                self._metrics.node_rolled_out(key, node, reason)
-            refused = self._refused_objects(
-                build,
-                rollout.refused_by,
-                resources=resources,
-                nodes=nodes,
-                observations=observations,
-                memory=memory,
-            )
-            if not refused:
-                events += rollout.events
-                break
-            # The tenants' objects are at fault, not the pair: their own status and events say so.
-            events += [event for event in rollout.events if event.reason != ConfigRejectedError.reason]
-            generations = {item.key: item.generation for item in build.attached}
-            for refused_key, message in refused.items():
-                memory.refusals[refused_key] = Refusal(generations[refused_key], build.generation, message)
-                log.info("pass pair=%s left out %s: %s", key, refused_key, message)
-            if attempt == ISOLATION_ROUNDS:
-                break  # the next pass goes on from here, without these objects: a new config, no backoff
-            build = rebuild(resources, memory.parsed, memory.left_out())
-        return build, rollout, events
-
-    def _refused_objects(
-        self,
-        build: PairBuild,
-        refusal: ConfigRejectedError | None,
-        *,
-        resources: PairResources,
-        nodes: Mapping[str, Node],
-        observations: Mapping[str, NodeObservation],
-        memory: PairMemory,
-    ) -> dict[ObjectKey, str]:
-        """The attached objects the refusing node's validators blame: by the files their output names, or
-        else by bisecting what changed on that node; empty when the pair's own settings are at fault."""
-        if refusal is None or refusal.node not in observations or node_at_fault(refusal.output):
-            return {}
-        prefix = f"refused by the validators on {refusal.node}: "
-        sources = build.state.sources_by_path()
-        blamed = blame(refusal.output, sources)
-        if blamed:
-            return {object_key: prefix + lines for object_key, lines in blamed.items()}
-        node, observation = nodes[refusal.node], observations[refusal.node]
-        changed = compare(observation, plans_for(build, {node.name: node})[0]).changed
-        suspects = sorted({key for path in changed for key in sources.get(path, ())})
-
-        def refuses(left_out: Collection[ObjectKey]) -> str | None:
-            candidate = rebuild(
-                resources, memory.parsed, {**memory.left_out(), **dict.fromkeys(left_out, "")}
-            )
-            plan = plans_for(candidate, {node.name: node})[0]
-            try:
-                node.stage(plan.files, compare(observation, plan).changed)
-                node.validate()
-            except ValidationFailedError as error:
-                return str(error)
-            return None
-
-        try:
-            found = bisect(suspects, refusal.output, refuses)
-        except NodeError as error:  # cannot tell: the refusal stands for the whole pair, retried on backoff
-            log.warning(
-                "pair=%s: bisecting the refused config on %s failed: %s",
-                build.pair.metadata.name,
-                node.name,
-                error,
-            )
-            return {}
-        return {found[0]: prefix + told_to(found[0], found[1], sources)} if found else {}
 
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()
@@ -378,55 +193,6 @@ class Reconciler:
                 self._memory.pop(key, None)
             self._metrics.pair_removed(key)
         return pending
-
-
-def release_former_nodes(build: PairBuild, nodes: Mapping[str, Node], memory: PairMemory) -> list[Event]:
-    """A node that left the spec (removed, or its address changed) is cleaned up like a deleted pair's
-    node: its own files back, keepalived stopped (the VIPs go with it). One that cannot be reached yet is
-    tried again every pass and keeps the pair Degraded. One whose pinned host key is a current node's is
-    that node under another address: it is only forgotten."""
-    current = {endpoint(node): (nodes[node.name], node.host_key) for node in build.pair.spec.nodes}
-    for former in memory.nodes.keys() - current.keys():
-        memory.leaving.setdefault(former, (memory.nodes[former], ""))
-    for returned in memory.leaving.keys() & current.keys():
-        del memory.leaving[returned]
-    memory.nodes = current
-    current_host_keys = {host_key for _, host_key in current.values()}
-    events = []
-    for former, ((node, host_key), before) in sorted(memory.leaving.items()):
-        if host_key in current_host_keys:
-            pending, done = "", "it is a current node under another address"
-        else:
-            pending, done = release_node(node)
-        if pending:
-            memory.leaving[former] = ((node, host_key), pending)
-            if pending != before:
-                events.append(Event.warning("CleanupPending", f"{former} left the spec: {pending}"))
-            continue
-        del memory.leaving[former]
-        events.append(Event.normal("NodeReleased", f"{former} left the spec: {done}"))
-    return events
-
-
-def endpoint(node: PairNode) -> str:
-    return f"{node.name} {node.address}:{node.ssh_port}"
-
-
-def rebuild(resources: PairResources, cache: ParseCache, left_out: Mapping[ObjectKey, str]) -> PairBuild:
-    """The pass's build again, leaving out other attached objects."""
-    build = build_pair(resources, cache, left_out)
-    if isinstance(build, PairRejected):  # only attached objects differ from the pass's own, accepted build
-        raise TypeError(f"the pair's rebuild was rejected: {build.message}")
-    return build
-
-
-def plans_for(build: PairBuild, nodes: Mapping[str, Node]) -> list[NodePlan]:
-    """What each of `nodes` should run for `build`, in the pair's node order."""
-    return [
-        NodePlan(nodes[name], tuple(r.files.values()), r.config_hash, r.nginx_hash)
-        for name, r in render_pair(build.state).items()
-        if name in nodes
-    ]
 
 
 def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, Node]:
