@@ -188,7 +188,7 @@ def test_a_pass_with_nothing_to_change_writes_nothing_anywhere(world: World) -> 
 
     assert events == []
     assert len(world.sink.writes) == writes
-    changing = {"stage", "swap", "reload", "restore", "mark_live"}
+    changing = {"stage", "roll_out", "swap", "reload", "restore", "mark_live"}
     assert not changing & set(world.lb1.calls[calls[0] :] + world.lb2.calls[calls[1] :])
 
 
