@@ -166,6 +166,11 @@ nginx -t -q -c "$nginx_conf" && keepalived -t -f "$keepalived_conf" || exit 65
 # unchanged are still installed (the same bytes): the operator stages only what differs.
 swap() {
     check_stage
+    swap_checked
+}
+
+# swap_checked: swap a stage check_stage passed (roll-out validates it, and checks it so, just before).
+swap_checked() {
     begin
     cp "$stage/manifest" "$txn_new/manifest"
     manifest_paths "$state/manifest" | sort -u >"$txn_new/old"
@@ -291,7 +296,7 @@ roll_out() {
     # shellcheck disable=SC2086 # roots are validated paths without spaces
     validate "$nginx_conf" "$keepalived_conf" $roots
     lap validate
-    swap
+    swap_checked
     lap swap
     activate "$@"
 }
