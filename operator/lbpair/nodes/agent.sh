@@ -341,6 +341,8 @@ fall_back() {
         restore
         reload $services
     ) >&2
+    # Not `if (...)` nor `(...) ||`: either would turn off set -e inside the subshell.
+    # shellcheck disable=SC2181
     if [ $? -eq 0 ]; then
         printf 'lbpair agent: restored the last-known-good config\n' >&2
         exit 67
