@@ -8,7 +8,7 @@
 # State on the node ($LBPAIR_STATE; the operator always passes it, and LBPAIR_LOCK_WAIT, seconds):
 #   lock             every command but served-hash holds it (flock), so commands never overlap
 #   manifest         "MODE SHA256 PATH" for every file the operator manages (the applied config)
-#   live             the config hash the services were last verified to run (written by mark-live)
+#   live             the config hash the services were last verified to run (mark-live, roll-out, activate)
 #   owner            "UID NAMESPACE/NAME" of the pair that has the node (owner.sh): other pairs are refused
 #   stage/           the bundle being rolled out: manifest (the complete new set) and files/, mirroring
 #                    absolute paths, with only the files that differ from what the node has (every other
