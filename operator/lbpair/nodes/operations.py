@@ -1,7 +1,11 @@
 """What the operator does to a node, one SSH round trip each, built on the node agent (agent.sh).
 
 `observe_*` read (after finishing any change an interrupted command left half done); `push_*`,
-`apply_*`, `restore_*` and `uninstall_*` change the node; `build_*` are pure.
+`roll_out`, `apply_*`, `restore_*` and `uninstall_*` change the node; `build_*` are pure. A rollout uses
+`push_bundle` then `roll_out` (validate, swap, reload, verify, mark live and probe in one command); the
+single steps (`validate_staged` for a candidate that is not to go live, `apply_staged`, `apply_reload`,
+`restore_last_good`, `observe_served_hash`) stay for isolating refused objects and for driving a node by
+hand (tests/e2e/test_node_agent.py).
 """
 
 from __future__ import annotations
