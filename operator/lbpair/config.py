@@ -28,7 +28,8 @@ class OperatorConfig:
     probe_interval_seconds: float = 2.0
     """A pass runs at least this often, which is how failovers, drift and recovered nodes are noticed."""
     coalesce_seconds: float = 0.3
-    """After a change, a pass waits until no other change has come for this long: a burst makes one push."""
+    """A change after a quiet spell starts a pass at once; changes during a pass a change started, or this
+    soon after it, wait until no other change has come for this long: the rest of a burst makes one push."""
     coalesce_max_seconds: float = 3.0
     """... but no longer than this after the first change, so a steady stream of edits still goes live."""
     retry_seconds: float = 60.0

@@ -1,9 +1,10 @@
 """Roll a rendered config out to the pair: backup node first, VIP holder last, one node at a time.
 
-Per node: compare hashes (no change: no write, no reload) -> stage -> validate (nginx -t, keepalived -t on
-the staged tree) -> swap -> reload (never restart) -> verify the new config is what nginx serves -> record
-it as live. A failure before the swap changes nothing; a failure from the swap on restores the
-last-known-good files on that node. Either way the rollout stops there, so the other node keeps serving
+Per node: compare hashes (no change: no write, no reload) -> stage what differs -> on the node, in one
+round trip: validate (nginx -t, keepalived -t on the staged tree) -> swap -> reload what changed (never
+restart) -> wait until nginx serves the new config -> record it as live. A failure before the swap
+changes nothing; a failure from the swap on restores the last-known-good files on that node (the node
+does it, in the same round trip). Either way the rollout stops there, so the other node keeps serving
 the old config, and a config a node refused is not pushed again before its backoff has passed (or the
 config changes). A node whose files are right but whose services were never verified on them (the
 operator stopped between swap and reload) is reloaded and verified again.
@@ -11,7 +12,6 @@ operator stopped between swap and reload) is reloaded and verified again.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import time
@@ -28,10 +28,14 @@ from lbpair.nodes.client import NodeError, NodeUnreachableError
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.node import Node
 from lbpair.nodes.observe import NodeObservation
-from lbpair.nodes.operations import ValidationFailedError
+from lbpair.nodes.operations import (
+    Activation,
+    NodeRestoreFailedError,
+    NodeRolledBackError,
+    ValidationFailedError,
+)
 
 log = logging.getLogger(__name__)
-VERIFY_POLL_SECONDS = 0.1  # the status endpoint answers in ~5 ms; nginx's reload takes tens of ms
 
 
 @dataclass(frozen=True)
@@ -96,14 +100,16 @@ class ConfigRejectedError(RolloutError):
 
 
 class RolloutFailedError(RolloutError):
-    """Staging failed for a reason other than the node refusing the config; nothing changed on the node."""
+    """The rollout failed before the swap for a reason other than the node refusing the config (or the
+    node was cut off by its deadline): nothing changed on the node, or the next probe says what did."""
 
     def __init__(self, node: str, error: NodeError) -> None:
         super().__init__(f"{node}: rollout failed: {error}")
 
 
 class NodeLostError(RolloutError):
-    """The node stopped answering before anything changed on it (staging or validating)."""
+    """The node stopped answering during its rollout; the next probe finds what it left (the journal leaves
+    the old file set or the new one: new files never verified live are verified then, or restored)."""
 
     reason: ClassVar[str] = "NodeUnreachable"
 
@@ -112,12 +118,13 @@ class NodeLostError(RolloutError):
 
 
 class RolledBackError(RolloutError):
-    """The new config went live on a node but failed there; the last-known-good files were restored."""
+    """The new config went live on a node but failed there; the last-known-good files were restored (the
+    message says why it failed, and that they were)."""
 
     reason: ClassVar[str] = "RolledBack"
 
-    def __init__(self, node: str, error: NodeError) -> None:
-        super().__init__(f"{node}: {error}; restored the last-known-good config")
+    def __init__(self, node: str, error: NodeRolledBackError) -> None:
+        super().__init__(f"{node}: {error}")
 
 
 class RestoreFailedError(RolloutError):
@@ -125,63 +132,48 @@ class RestoreFailedError(RolloutError):
 
     reason: ClassVar[str] = "RestoreFailed"
 
-    def __init__(self, node: str, error: NodeError, restore_error: NodeError) -> None:
-        super().__init__(f"{node}: {error}; restoring the last-known-good config failed too: {restore_error}")
+    def __init__(self, node: str, error: NodeRestoreFailedError) -> None:
+        super().__init__(f"{node}: {error}")
 
 
 def roll_out_node(
     plan: NodePlan, difference: Difference, layout: NodeLayout, verify_timeout: float
 ) -> NodeObservation:
     """Apply `plan` on its node and return the node as verified (so the pass need not probe it again);
-    raises a RolloutError saying how far it got."""
+    raises a RolloutError saying how far it got. Two round trips at most: staging what differs, then the
+    node's `roll-out` (validate, swap, reload, verify, mark live, probe, restoring on failure); a node whose
+    files are right but were never verified live gets only the second, without the swap."""
     node = plan.node
-    services = reloaded_services(difference, layout)
-    if difference.changed:
-        try:
-            node.stage(plan.files, difference.changed)  # ships only what differs
-            node.validate()
-        except ValidationFailedError as error:
-            raise ConfigRejectedError(plan.name, str(error)) from error
-        except NodeUnreachableError as error:
-            raise NodeLostError(plan.name, error) from error
-        except NodeError as error:
-            raise RolloutFailedError(plan.name, error) from error
+    activation = Activation(
+        plan.config_hash,
+        plan.nginx_hash,
+        tuple(reloaded_services(difference, layout)),
+        verify_timeout,
+        swap=bool(difference.changed),
+    )
+    started = time.monotonic()
     try:
         if difference.changed:
-            node.swap()
-        node.reload(services)
-        verified = verify_node(node, plan.nginx_hash, layout, verify_timeout)
-        node.mark_live(plan.config_hash)
-    except NodeError as error:
-        # Also when this pass swapped nothing: files swapped but never verified (the operator stopped in
-        # between) must not stay on disk for nginx's next restart.
-        try:
-            node.restore()
-            node.reload(services)
-        except NodeError as restore_error:
-            raise RestoreFailedError(plan.name, error, restore_error) from error
+            node.stage(plan.files, difference.changed)  # ships only what differs
+        staged = time.monotonic()
+        observation, timings = node.roll_out(activation)
+    except ValidationFailedError as error:
+        raise ConfigRejectedError(plan.name, str(error)) from error
+    except NodeRolledBackError as error:
         raise RolledBackError(plan.name, error) from error
-    return dataclasses.replace(verified, live_hash=plan.config_hash)
-
-
-def verify_node(node: Node, nginx_hash: str, layout: NodeLayout, timeout: float) -> NodeObservation:
-    """nginx serves the new config (its status endpoint returns the new hash) and keepalived runs;
-    returns the node as observed then."""
-    deadline = time.monotonic() + timeout
-    served = ""
-    while time.monotonic() < deadline:
-        served = node.served_hash()
-        if served == nginx_hash:
-            break
-        time.sleep(VERIFY_POLL_SECONDS)
-    else:
-        raise NodeError(
-            f"nginx does not serve the new config after reload (serves {served or 'nothing'!r}, "
-            f"expected {nginx_hash[:12]})"
-        )
-    observation = node.observe()
-    if not observation.running("keepalived"):
-        raise NodeError(f"keepalived ({layout.keepalived_service}) is not running after reload")
+    except NodeRestoreFailedError as error:
+        raise RestoreFailedError(plan.name, error) from error
+    except NodeUnreachableError as error:
+        raise NodeLostError(plan.name, error) from error
+    except NodeError as error:
+        raise RolloutFailedError(plan.name, error) from error
+    log.debug(
+        "node rollout steps node=%s stage_ms=%d round_trip_ms=%d on_node_ms=%s",
+        plan.name,
+        (staged - started) * 1000,
+        (time.monotonic() - staged) * 1000,
+        ",".join(f"{step}:{ms}" for step, ms in timings.items()),
+    )
     return observation
 
 

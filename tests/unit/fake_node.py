@@ -13,11 +13,16 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from lbpair.model.files import ManagedFile
-from lbpair.nodes.client import NodeError
+from lbpair.nodes.client import NodeError, NodeUnreachableError
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.node import Node
 from lbpair.nodes.observe import ManagedFileState, NodeObservation, VrrpInstanceState
-from lbpair.nodes.operations import ValidationFailedError
+from lbpair.nodes.operations import (
+    Activation,
+    NodeRestoreFailedError,
+    NodeRolledBackError,
+    ValidationFailedError,
+)
 from lbpair.nodes.ssh import SSHTarget
 
 SERVED_HASH = re.compile(r'location = /lbpair/config-hash \{[^}]*return 200 "([0-9a-f]+)\\n";')
@@ -64,6 +69,9 @@ class FakeNode:
 
     def observe(self) -> NodeObservation:
         self._call("observe")
+        return self._observation()
+
+    def _observation(self) -> NodeObservation:
         return NodeObservation(
             hostname=self.name,
             services=dict(self.services),
@@ -125,9 +133,40 @@ class FakeNode:
                     (m.group(1) for f in self.files.values() if (m := SERVED_HASH.search(f.content))), ""
                 )
 
-    def served_hash(self) -> str:
-        self._call("served_hash")
-        return self.serving
+    def roll_out(self, activation: Activation) -> tuple[NodeObservation, dict[str, int]]:
+        """As the agent's roll-out (activate without the swap): the steps below in one call; a failure
+        after the swap restores the last-known-good files, unless the connection was lost there (the node
+        is left as the failure found it, for the next pass to probe)."""
+        self._call("roll_out")
+        if activation.swap:
+            self.validate()
+            self.swap()
+        try:
+            self.reload(activation.services)
+            self._verify(activation.nginx_hash)
+            self.mark_live(activation.config_hash)
+        except NodeUnreachableError:
+            raise
+        except NodeError as error:
+            try:
+                self.restore()
+                self.reload(activation.services)
+            except NodeError as restore_error:
+                raise NodeRestoreFailedError(
+                    f"{error}; {restore_error}; restoring the last-known-good config failed too"
+                ) from error
+            raise NodeRolledBackError(f"{error}; restored the last-known-good config") from error
+        return self._observation(), {}
+
+    def _verify(self, nginx_hash: str) -> None:
+        if self.serving != nginx_hash:
+            serving = self.serving or "nothing"
+            raise NodeError(
+                f"nginx does not serve the new config after reload (serves {serving!r}, "
+                f"expected {nginx_hash[:12]})"
+            )
+        if not self.services.get("keepalived"):
+            raise NodeError("keepalived (keepalived) is not running after reload")
 
     def mark_live(self, config_hash: str) -> None:
         self._call("mark_live")

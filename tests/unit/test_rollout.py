@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import ManagedFileState, NodeObservation
-from lbpair.rollout import NodePlan, compare, roll_out_node, rollout_order
+from lbpair.rollout import ConfigRejectedError, NodePlan, compare, roll_out_node, rollout_order
 from tests.unit.fake_node import FakeNode
 
 LAYOUT = NodeLayout(
@@ -103,3 +105,30 @@ def test_a_one_file_change_stages_that_file_and_reloads_only_its_service() -> No
     assert node.live_hash == "config-hash"  # verified and recorded as live
     assert node.services == {"nginx": True, "keepalived": True}
     assert node.reloaded == [["nginx"]]
+
+
+def test_a_keepalived_only_change_reloads_only_keepalived() -> None:
+    live = (NGINX_CONF, KEEPALIVED_CONF)
+    node = FakeNode("lb1", files={f.path: f for f in live}, manifest={f.path: f.sha256 for f in live})
+    edited = ManagedFile(KEEPALIVED_CONF.path, "global_defs { router_id lb1 }\n")
+    plan = NodePlan(node, (NGINX_CONF, edited), "config-hash", "")
+
+    observation = roll_out_node(plan, compare(node.observe(), plan), LAYOUT, verify_timeout=0.5)
+
+    assert node.files[edited.path] == edited
+    assert node.reloaded == [["keepalived"]]
+    assert observation.live_hash == "config-hash"  # the node as verified, without another probe
+
+
+def test_a_refused_config_changes_nothing_on_the_node() -> None:
+    live = (NGINX_CONF, KEEPALIVED_CONF)
+    node = FakeNode("lb1", files={f.path: f for f in live}, manifest={f.path: f.sha256 for f in live})
+    node.refuses["listen 81"] = True
+    edited = ManagedFile(NGINX_CONF.path, "events {}\nhttp { server { listen 81; } }\n")
+    plan = NodePlan(node, (edited, KEEPALIVED_CONF), "config-hash", "")
+
+    with pytest.raises(ConfigRejectedError, match="listen 81"):
+        roll_out_node(plan, compare(node.observe(), plan), LAYOUT, verify_timeout=0.5)
+
+    assert node.files[NGINX_CONF.path] == NGINX_CONF
+    assert node.reloaded == []

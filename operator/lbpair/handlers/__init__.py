@@ -5,11 +5,11 @@ Run with `kopf run -m lbpair.handlers --all-namespaces --standalone`.
 How work flows: one daemon per LoadBalancerPair runs a convergence loop. Each pass renders the pair from
 the in-memory indexes (Upstreams, VirtualHosts, namespace labels) and the Secret store, probes both
 nodes, rolls out what differs and writes status. A pass starts when something the pair uses changes
-(coalesced over a short window, so a burst of edits makes one push) or, failing that, every probe
-interval, which is also how failovers, drift and recovered nodes are noticed. kopf fills the indexes
-before any handler or daemon runs, so a pair is never rendered from a partial view of its VirtualHosts
-(e.g. right after a restart); the Secret store is listed at startup, before kopf watches anything, for
-the same reason.
+(at once after a quiet spell; the rest of a burst of edits waits for quiet and makes one more push, see
+Coalescing) or, failing that, every probe interval, which is also how failovers, drift and recovered
+nodes are noticed. kopf fills the indexes before any handler or daemon runs, so a pair is never rendered
+from a partial view of its VirtualHosts (e.g. right after a restart); the Secret store is listed at
+startup, before kopf watches anything, for the same reason.
 
 kopf never watches Secrets: lbpair.kube.SecretWatch follows only those labelled usable, with the label
 selector applied by the API server, in the namespaces the operator may read them in.
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -196,6 +198,7 @@ async def converge(
     # passes, as it would in asyncio's shared default pool (a handful of threads on a small machine).
     pass_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pass-{key}")
     loop = asyncio.get_running_loop()
+    coalescing, after_change = Coalescing(memo.config), False
     try:
         while not stopped:
             wakeup.clear()
@@ -216,8 +219,10 @@ async def converge(
                 kopf.event(
                     cast("kopf.Body", regarding), type=event.type, reason=event.reason, message=event.message
                 )
+            coalescing.pass_ended(loop.time(), after_change=after_change)
             await _wait_for_change(wakeup, stopped, memo.config.probe_interval_seconds)
-            if wakeup.is_set():
+            after_change = wakeup.is_set()
+            if after_change and not coalescing.starts_at_once(loop.time()):
                 await _wait_for_quiet(wakeup, memo.config)
     finally:
         memo.wakeups.forget(key)
@@ -242,6 +247,28 @@ class Indexes:
             return next(iter(store.get(key, [])), None)
 
         return lookup
+
+
+@dataclass
+class Coalescing:
+    """Whether a change starts the pair's next pass at once or waits for its burst to end.
+
+    A change after a quiet spell starts a pass at once (the leading edge: a lone edit waits for nothing).
+    Changes that come while a pass started by a change runs, or within `coalesce_seconds` after it ends,
+    are the same burst going on (one `kubectl apply` of many objects): they wait until no change has come
+    for `coalesce_seconds` (capped, see _wait_for_quiet), so the rest of the burst makes one more push.
+    """
+
+    config: OperatorConfig
+    burst_until: float = -math.inf
+    """Until when (the loop's clock) a change continues the last burst."""
+
+    def pass_ended(self, now: float, *, after_change: bool) -> None:
+        self.burst_until = now + self.config.coalesce_seconds if after_change else -math.inf
+
+    def starts_at_once(self, now: float) -> bool:
+        """For a change noticed at `now` (a change during the pass is noticed when it ends)."""
+        return now >= self.burst_until
 
 
 async def _wait_for_quiet(wakeup: asyncio.Event, config: OperatorConfig) -> None:

@@ -8,7 +8,7 @@
 # State on the node ($LBPAIR_STATE; the operator always passes it, and LBPAIR_LOCK_WAIT, seconds):
 #   lock             every command but served-hash holds it (flock), so commands never overlap
 #   manifest         "MODE SHA256 PATH" for every file the operator manages (the applied config)
-#   live             the config hash the services were last verified to run (written by mark-live)
+#   live             the config hash the services were last verified to run (mark-live, roll-out, activate)
 #   owner            "UID NAMESPACE/NAME" of the pair that has the node (owner.sh): other pairs are refused
 #   stage/           the bundle being rolled out: manifest (the complete new set) and files/, mirroring
 #                    absolute paths, with only the files that differ from what the node has (every other
@@ -166,6 +166,11 @@ nginx -t -q -c "$nginx_conf" && keepalived -t -f "$keepalived_conf" || exit 65
 # unchanged are still installed (the same bytes): the operator stages only what differs.
 swap() {
     check_stage
+    swap_checked
+}
+
+# swap_checked: swap a stage check_stage passed (roll-out validates it, and checks it so, just before).
+swap_checked() {
     begin
     cp "$stage/manifest" "$txn_new/manifest"
     manifest_paths "$state/manifest" | sort -u >"$txn_new/old"
@@ -280,19 +285,97 @@ served_hash() {
         _ "$1" </dev/null | head -c 65536 | tail -n 1
 }
 
+# -- a node's whole rollout in one round trip (lbpair.nodes.operations.roll_out) --
+
+# roll-out NGINX_CONF KEEPALIVED_CONF ROOTS ACTIVATE_ARGS...: validate the stage once (ROOTS: the config
+# roots, space-separated), swap it in, then activate (below). A refusal exits 65 with the validators'
+# output, a failure before the swap changed nothing; from the swap on, activate answers for the node.
+roll_out() {
+    nginx_conf=$1 keepalived_conf=$2 roots=$3
+    shift 3
+    # shellcheck disable=SC2086 # roots are validated paths without spaces
+    validate "$nginx_conf" "$keepalived_conf" $roots
+    lap validate
+    swap_checked
+    lap swap
+    activate "$@"
+}
+
+# activate CONFIG_HASH NGINX_HASH STATUS_PORT VERIFY_MS NGINX_UNIT KEEPALIVED_UNIT SERVICE...: reload the
+# SERVICEs (as `reload` does: only those whose files changed), wait on the node itself until nginx serves
+# NGINX_HASH (polled every 20 ms, for VERIFY_MS at least) and keepalived runs, record CONFIG_HASH as live
+# and print the probe of the node as it is now. Any failure on the way restores the last-known-good files
+# and reloads the same services: exit 67 when that worked, 68 when the restore failed too (stderr: why).
+activate() {
+    config_hash=$1 nginx_hash=$2 port=$3 verify_ms=$4 nginx_unit=$5 keepalived_unit=$6
+    shift 6
+    services=$*
+    trap fall_back EXIT
+    reload "$@" >&2
+    lap reload
+    polls=$((verify_ms / 20))
+    until served=$(served_hash "$port") && [ "$served" = "$nginx_hash" ]; do
+        [ "$polls" -gt 0 ] || fail "nginx does not serve the new config after reload (serves" \
+            "'${served:-nothing}', expected $(printf %.12s "$nginx_hash"))"
+        polls=$((polls - 1))
+        sleep 0.02
+    done
+    systemctl is-active "$keepalived_unit" >/dev/null 2>&1 9>&- </dev/null ||
+        fail "keepalived ($keepalived_unit) is not running after reload"
+    mark_live "$config_hash"
+    trap - EXIT
+    lap verify
+    probe "$nginx_unit" "$keepalived_unit"
+    lap probe
+    section timings
+    printf '%s' "$timings"
+}
+
+# fall_back: activate's EXIT trap on failure (the reason is on stderr already).
+fall_back() {
+    trap - EXIT
+    set +e
+    # shellcheck disable=SC2086 # unit names and pid file paths are validated, without spaces
+    (
+        set -e
+        restore
+        reload $services
+    ) >&2
+    # Not `if (...)` nor `(...) ||`: either would turn off set -e inside the subshell.
+    # shellcheck disable=SC2181
+    if [ $? -eq 0 ]; then
+        printf 'lbpair agent: restored the last-known-good config\n' >&2
+        exit 67
+    fi
+    printf 'lbpair agent: restoring the last-known-good config failed too\n' >&2
+    exit 68
+}
+
+# lap STEP: how long STEP took (ms), for the operator's debug log (`== timings`); the first lap counts
+# from the agent's start (its lock and recovery included).
+timings=""
+lap() {
+    : "${lap_started:=$agent_started}"
+    lap_now=$(date +%s%N)
+    timings="$timings$1 $(((lap_now - lap_started) / 1000000))
+"
+    lap_started=$lap_now
+}
+
 case $command in
 # Reads no state and is polled while a rollout verifies: it takes no lock.
 served-hash)
     served_hash "$@"
     exit
     ;;
-probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim) ;;
+probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim | roll-out | activate) ;;
 *)
     echo "unknown command: $command" >&2
     exit 2
     ;;
 esac
 
+case $command in roll-out | activate) agent_started=$(date +%s%N) ;; esac
 lock
 recover
 case $command in
@@ -308,5 +391,7 @@ restore) restore ;;
 uninstall) uninstall "$@" ;;
 mark-live) mark_live "$1" ;;
 reload) reload "$@" ;;
+roll-out) roll_out "$@" ;;
+activate) activate "$@" ;;
 recover) ;;
 esac

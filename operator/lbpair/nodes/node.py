@@ -1,4 +1,5 @@
-"""One node as a rollout sees it: observe, stage, validate, swap, reload, verify, restore, uninstall.
+"""One node as a rollout sees it: observe, stage, validate, roll out (validate, swap, reload, verify, and
+restore on failure, on the node itself), claim, uninstall.
 
 `AgentNode` is the real one: each call is one round trip of the node agent over SSH
 (`lbpair.nodes.operations`). Unit tests of the orchestration script a fake with the same methods.
@@ -16,15 +17,12 @@ from lbpair.nodes.client import CommandResult, NodeClient
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import (
+    Activation,
     NodeOwnedElsewhereError,
-    apply_reload,
-    apply_staged,
     claim_node,
-    mark_live,
     observe_node,
-    observe_served_hash,
     push_bundle,
-    restore_last_good,
+    roll_out,
     uninstall_managed,
     validate_staged,
 )
@@ -48,24 +46,15 @@ class Node(Protocol):
         """nginx -t and keepalived -t over the staged files (ValidationFailedError when refused)."""
         ...
 
-    def swap(self) -> None:
-        """Staged files into place; the replaced ones become the last-known-good backup."""
+    def roll_out(self, activation: Activation) -> tuple[NodeObservation, dict[str, int]]:
+        """Validate the stage and swap it in (`activation.swap`), reload, verify and record it as live, in
+        one round trip; returns the node as observed then, and each step's milliseconds on the node. After
+        the swap, a failure restores the last-known-good files on the node (NodeRolledBackError,
+        NodeRestoreFailedError)."""
         ...
-
-    def reload(self, services: Sequence[str]) -> None: ...
-
-    def served_hash(self) -> str:
-        """The nginx config hash the running nginx serves ('' if none)."""
-        ...
-
-    def mark_live(self, config_hash: str) -> None: ...
 
     def claim(self) -> None:
         """The node is this pair's from now on (staging claims it too); another pair's are refused."""
-        ...
-
-    def restore(self) -> None:
-        """The last-known-good backup back into place."""
         ...
 
     def uninstall(self) -> None:
@@ -126,20 +115,8 @@ class AgentNode:
     def validate(self) -> None:
         validate_staged(self.client, self.layout.config_paths, self.layout.roots)
 
-    def swap(self) -> None:
-        apply_staged(self.client)
-
-    def reload(self, services: Sequence[str]) -> None:
-        apply_reload(self.client, services, {self.layout.nginx_service: self.layout.nginx_pid_path})
-
-    def served_hash(self) -> str:
-        return observe_served_hash(self.client, self.layout.status_port)
-
-    def mark_live(self, config_hash: str) -> None:
-        mark_live(self.client, config_hash)
-
-    def restore(self) -> None:
-        restore_last_good(self.client)
+    def roll_out(self, activation: Activation) -> tuple[NodeObservation, dict[str, int]]:
+        return roll_out(self.client, self.layout, activation)
 
     def uninstall(self) -> None:
         uninstall_managed(self.client, self.layout.keepalived_service, self.layout.nginx_service)

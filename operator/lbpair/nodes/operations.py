@@ -1,7 +1,11 @@
 """What the operator does to a node, one SSH round trip each, built on the node agent (agent.sh).
 
 `observe_*` read (after finishing any change an interrupted command left half done); `push_*`,
-`apply_*`, `restore_*` and `uninstall_*` change the node; `build_*` are pure.
+`roll_out`, `apply_*`, `restore_*` and `uninstall_*` change the node; `build_*` are pure. A rollout uses
+`push_bundle` then `roll_out` (validate, swap, reload, verify, mark live and probe in one command); the
+single steps (`validate_staged` for a candidate that is not to go live, `apply_staged`, `apply_reload`,
+`restore_last_good`, `observe_served_hash`) stay for isolating refused objects and for driving a node by
+hand (tests/e2e/test_node_agent.py).
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ import io
 import shlex
 import tarfile
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import ClassVar
 
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult, NodeClient, NodeError
-from lbpair.nodes.observe import NodeObservation, parse_probe
+from lbpair.nodes.layout import NodeLayout
+from lbpair.nodes.observe import NodeObservation, parse_probe, split_sections
 
 
 def _script(*parts: str) -> bytes:
@@ -32,6 +38,8 @@ COMMAND_TIMEOUT_SECONDS = 30.0
 VALIDATE_TIMEOUT_SECONDS = 60.0
 VALIDATION_REFUSED_STATUS = 65  # the agent's `validate`: nginx -t or keepalived -t said no
 OWNED_ELSEWHERE_STATUS = 66  # owner.sh: the node belongs to another pair
+ROLLED_BACK_STATUS = 67  # the agent's `activate`: the new config failed; the last-known-good is back
+RESTORE_FAILED_STATUS = 68  # ... and putting the last-known-good back failed too
 DEFAULT_NGINX_PID_FILES = {"nginx": "/run/nginx.pid"}
 
 
@@ -39,6 +47,19 @@ class ValidationFailedError(NodeError):
     """nginx -t or keepalived -t rejected the staged config; the message is the validator's output."""
 
     reason: ClassVar[str] = "Rejected"
+
+
+class NodeRolledBackError(NodeError):
+    """The new config went live on the node but failed there (a reload, nginx not serving it, keepalived
+    not running); the node restored its last-known-good files and reloaded on them."""
+
+    reason: ClassVar[str] = "RolledBack"
+
+
+class NodeRestoreFailedError(NodeError):
+    """The new config failed on the node and restoring the last-known-good files failed too."""
+
+    reason: ClassVar[str] = "RestoreFailed"
 
 
 class NodeOwnedElsewhereError(NodeError):
@@ -157,6 +178,61 @@ def apply_staged(client: NodeClient) -> None:
     _checked(_agent(client, "swap"), "swapping config")
 
 
+@dataclass(frozen=True)
+class Activation:
+    """What makes a node's new config live: the services to reload (those whose files changed), and what
+    the node must show before it counts as live: nginx serving `nginx_hash`, keepalived running."""
+
+    config_hash: str
+    nginx_hash: str
+    services: tuple[str, ...]
+    verify_timeout: float
+    swap: bool = True
+    """Validate and swap the stage first; False: the files are live already, never verified."""
+
+
+def build_roll_out_args(layout: NodeLayout, activation: Activation) -> list[str]:
+    """The agent's `roll-out` (or, without a swap, `activate`) arguments."""
+    activate = [
+        activation.config_hash,
+        activation.nginx_hash,
+        str(layout.status_port),
+        str(max(round(activation.verify_timeout * 1000), 0)),
+        *layout.units,
+        *build_reload_args(activation.services, {layout.nginx_service: layout.nginx_pid_path}),
+    ]
+    if not activation.swap:
+        return ["activate", *activate]
+    return ["roll-out", *layout.config_paths, " ".join(sorted(layout.roots)), *activate]
+
+
+def roll_out(
+    client: NodeClient, layout: NodeLayout, activation: Activation
+) -> tuple[NodeObservation, dict[str, int]]:
+    """The rest of a node's rollout after staging, in one round trip: validate the stage and swap it in
+    (when `activation.swap`), reload, verify on the node, record it as live; returns the node as observed
+    then and how long each step took there (ms). A refusal raises ValidationFailedError (nothing changed);
+    a failure after the swap NodeRolledBackError or NodeRestoreFailedError (the node put its last-known-good
+    files back itself, or tried to); any other NodeError means nothing live changed, or, when the node was
+    lost, that the next probe tells (the journal leaves the old set or the new one, never a mix)."""
+    timeout = VALIDATE_TIMEOUT_SECONDS + activation.verify_timeout
+    result = _agent(client, *build_roll_out_args(layout, activation), timeout=timeout)
+    detail = (result.stdout + result.stderr).strip()
+    if result.exit_status == VALIDATION_REFUSED_STATUS:
+        raise ValidationFailedError(detail)
+    if result.exit_status in {ROLLED_BACK_STATUS, RESTORE_FAILED_STATUS}:
+        lines = [line.removeprefix("lbpair agent: ") for line in result.stderr.strip().splitlines()]
+        error = NodeRolledBackError if result.exit_status == ROLLED_BACK_STATUS else NodeRestoreFailedError
+        raise error("; ".join(line for line in lines if line))
+    stdout = _checked(result, "rolling out the staged config").stdout
+    try:
+        observation = parse_probe(stdout)
+        timings = {step: int(ms) for step, ms in (line.split() for line in split_sections(stdout)["timings"])}
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise NodeError(f"unreadable rollout output: {error}") from error
+    return observation, timings
+
+
 def build_reload_args(services: Iterable[str], pid_files: Mapping[str, str]) -> list[str]:
     """The agent's `reload` arguments: `UNIT=PIDFILE` for a service reloaded by HUP of the process in its
     pid file (nginx), the plain unit name for one reloaded through systemctl (keepalived)."""
@@ -171,11 +247,6 @@ def apply_reload(
     reloaded by HUP of its running master: the config was validated already, and `nginx -s reload`
     would parse all of it again before sending the same signal."""
     _checked(_agent(client, "reload", *build_reload_args(services, pid_files)), "reload")
-
-
-def mark_live(client: NodeClient, config_hash: str) -> None:
-    """Record on the node that its services run `config_hash` (after the operator verified it)."""
-    _checked(_agent(client, "mark-live", config_hash), "recording the live config")
 
 
 def claim_node(client: NodeClient) -> None:
