@@ -29,6 +29,7 @@ from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.drain import drain_events, plan_drains, report_drains, with_drains
+from lbpair.drill import Drill
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
 from lbpair.health import assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
@@ -150,6 +151,9 @@ class Reconciler:
             pair_status(build, health, memory.applied_hashes, memory.status, now), drains, health, now
         )
         events += drain_events(memory.status, pair)
+        drill = Drill(build, health, nodes, drains)
+        pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
+        events += drilled
         self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
         for item in build.attached:
