@@ -30,9 +30,13 @@ DRILL_ANNOTATION = "lb.lbpair.dev/drill"
 class Pair:
     """The seed pair in NAMESPACE and what a user reads of it."""
 
-    def __init__(self, cluster: ControlPlane, lab: Lab) -> None:
-        self.cluster, self.lab = cluster, lab
+    def __init__(self, cluster: ControlPlane, lab: Lab, operator: OperatorProcess) -> None:
+        self.cluster, self.lab, self.operator = cluster, lab, operator
         self.vip = str(lab.plan.vip_primary)
+
+    def passes(self) -> int:
+        """The operator's passes so far (one log line each)."""
+        return self.operator.log_path.read_text(errors="replace").count("pass pair=")
 
     def kubectl(self, *args: str) -> str:
         return self.cluster.kubectl("-n", NAMESPACE, *args).stdout
@@ -83,7 +87,7 @@ def pair(cluster: ControlPlane, lab: Lab, tmp_path_factory: pytest.TempPathFacto
     operator = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     operator.start()
     try:
-        deployed = Pair(cluster, lab)
+        deployed = Pair(cluster, lab, operator)
         deployed.wait_ready()
         yield deployed
     finally:
@@ -144,3 +148,35 @@ def test_draining_the_only_healthy_node_is_refused(pair: Pair) -> None:
     assert still_served
     assert pair.lab.vip_holders(pair.vip) == ["lb1"]
     assert pair.events("DrainRefused")
+
+
+def test_a_drill_token_moves_the_vip_there_and_back_records_it_and_runs_once(pair: Pair) -> None:
+    pair.wait_ready()
+    pair.wait_holder("lb1")
+    asked = "e2e-drill-1"
+    with RequestLoop(pair.lab, host=HOST, interval=0.02, max_requests=3000, max_seconds=90) as traffic:
+        pair.kubectl("annotate", "--overwrite", "lbpair", PAIR, f"{DRILL_ANNOTATION}={asked}")
+        drill = wait_for(
+            lambda: (found := pair.status().get("lastDrill") or {}).get("token") == asked and found,
+            timeout=60,
+            what="lastDrill for the token",
+        )
+    passes_after_drill = pair.passes()
+    wait_for(lambda: pair.passes() >= passes_after_drill + 3, timeout=30, what="three more passes")
+
+    assert (drill["result"], drill["fromNode"], drill["toNode"], drill["vip"]) == (
+        "Succeeded",
+        "lb1",
+        "lb2",
+        pair.vip,
+    )
+    assert drill["takeoverSeconds"] > 0
+    assert drill["failbackSeconds"] > 0
+    assert pair.lab.vip_holders(pair.vip) == ["lb1"]
+    assert traffic.failed == []
+    assert len(pair.events("DrillSucceeded")) == 1
+    assert pair.status()["lastDrill"] == drill  # the same token again: nothing ran
+    assert [pair.lab.exec(n, "cat", "/var/lib/lbpair/track/maintenance").stdout for n in ("lb1", "lb2")] == [
+        "0\n",
+        "0\n",
+    ]
