@@ -145,15 +145,18 @@ class Drill:
         return vip_gap(vip, leaving.name, left, arriving.name, reached)
 
     def _fail_back(self, old: Node, new: Node, path: str) -> None:
-        """Undrain the old holder, then (once it is out of FAULT, so never both down) drain the new one:
-        the VIP goes back whatever the preempt policy (with Preempt it may go back at the undrain)."""
+        """Undrain the old holder. With Preempt (no delay) it takes the VIP back by itself, being the
+        higher-priority node (the holder under Preempt); otherwise, once it is out of FAULT (so never both
+        nodes down), the new holder is drained, which sends the VIP back under any preempt policy."""
         old.set_maintenance(path, drained=False)
+        preempt = self.build.pair.spec.vrrp.preempt
+        if preempt.mode == "Preempt" and preempt.delay_seconds == 0:
+            return
         waited = 0.0
         while any(instance.state == "FAULT" for instance in old.observe().vrrp):
             if waited >= UNDRAIN_WAIT_SECONDS:
-                raise DrillFailedError(
-                    f"{old.name} stayed in FAULT {UNDRAIN_WAIT_SECONDS:.0f} s after undrain"
-                )
+                message = f"{old.name} stayed in FAULT {UNDRAIN_WAIT_SECONDS:.0f} s after its undrain"
+                raise DrillFailedError(message)
             self.pause(UNDRAIN_POLL_SECONDS)
             waited += UNDRAIN_POLL_SECONDS
         new.set_maintenance(path, drained=True)
