@@ -96,12 +96,21 @@ class Drill:
             return drilled.model_copy(update={"message": str(error)})
         finally:
             self._put_back(path)
+        # A negative gap is an overlap: the new holder had the VIP before the old one let go (a preempting
+        # node takes over before the master it preempts steps down), so nothing went unserved.
+        overlaps = [
+            f"{way}: both nodes held it for {-gap:.3f} s"
+            for way, gap in (("takeover", takeover), ("failback", failback))
+            if gap < 0
+        ]
+        unserved = (round(max(takeover, 0.0), 3), round(max(failback, 0.0), 3))
+        message = f"{vip} moved {holder} -> {peer} unserved {unserved[0]:.3f} s and back {unserved[1]:.3f} s"
         return drilled.model_copy(
             update={
                 "result": "Succeeded",
-                "takeover_seconds": round(takeover, 3),
-                "failback_seconds": round(failback, 3),
-                "message": f"{vip} moved {holder} -> {peer} in {takeover:.3f} s and back in {failback:.3f} s",
+                "takeover_seconds": unserved[0],
+                "failback_seconds": unserved[1],
+                "message": "; ".join([message, *overlaps]),
             }
         )
 

@@ -170,8 +170,8 @@ def test_a_drill_token_moves_the_vip_there_and_back_records_it_and_runs_once(pai
         "lb2",
         pair.vip,
     )
-    assert drill["takeoverSeconds"] > 0
-    assert drill["failbackSeconds"] > 0
+    assert drill["takeoverSeconds"] > 0  # FAULT: the old holder lets go first, lb2 takes over after its skew
+    assert drill["failbackSeconds"] >= 0  # preempting: lb1 may take it before lb2 lets go
     assert pair.lab.vip_holders(pair.vip) == ["lb1"]
     assert traffic.failed == []
     assert len(pair.events("DrillSucceeded")) == 1

@@ -162,6 +162,17 @@ def test_a_drill_moves_the_vip_there_and_back_and_records_it_once(world: World) 
     assert maintenance_files(world) == ("0\n", "0\n")
 
 
+def test_a_failback_where_both_nodes_held_the_vip_for_a_moment_left_nothing_unserved(world: World) -> None:
+    request_drill(world, "overlap")
+    script_round_trip(world)
+    world.lb1.watches[1][1] = VipSample(19990000, True)  # lb1 preempts 10 ms before lb2 lets go
+    world.run_pass()
+
+    drill = last_drill(world)
+    assert (drill.result, drill.failback_seconds) == ("Succeeded", 0.0)
+    assert drill.message.endswith("failback: both nodes held it for 0.010 s")
+
+
 def test_a_drill_is_refused_while_the_peer_is_unhealthy(world: World) -> None:
     world.lb2.services["nginx"] = False
     world.run_pass()

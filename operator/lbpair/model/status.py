@@ -160,7 +160,8 @@ class DrillStatus(StatusModel):
     to_node: Annotated[str, Field(max_length=63)] = ""
     """The peer that took over."""
     takeover_seconds: float | None = None
-    """From the VIP leaving fromNode to it arriving on toNode, by the nodes' clocks (sampled every ~10 ms)."""
+    """How long the VIP was on no node: from it leaving fromNode to it arriving on toNode, by the nodes'
+    clocks (sampled every ~10 ms); 0 when toNode had it first (the message says for how long both did)."""
     failback_seconds: float | None = None
     """The same for the way back, toNode to fromNode."""
     message: ShortText = ""
