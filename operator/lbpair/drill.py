@@ -12,6 +12,7 @@ unless the pair is Ready, one node holds the VIP, the peer is healthy and no dra
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -72,9 +73,8 @@ class Drill:
         drill = self.run(token, at)
         log.info("drill token=%s result=%s %s", token, drill.result, drill.message)
         summary = f"drill {token}: {drill.result}: {drill.message}"
-        event = Event.normal("DrillSucceeded", summary) if drill.result == "Succeeded" else None
-        event = event or Event.warning(f"Drill{drill.result}", summary)
-        return status.model_copy(update={"last_drill": drill}), [event]
+        post = Event.normal if drill.result == "Succeeded" else Event.warning
+        return status.model_copy(update={"last_drill": drill}), [post(f"Drill{drill.result}", summary)]
 
     def run(self, token: str, at: str) -> DrillStatus:
         roles = self._roles()
@@ -85,12 +85,14 @@ class Drill:
         drilled = DrillStatus(
             token=token, started_at=at, result="Failed", vip=vip, from_node=holder, to_node=peer
         )
-        path = self._maintenance_path()
-        old, new = self.nodes[holder], self.nodes[peer]
+        maintenance = self.build.state.nodes[0].keepalived.maintenance
+        if maintenance is None:
+            return drilled.model_copy(update={"message": "the nodes have no maintenance track file"})
+        path, old, new = maintenance.path, self.nodes[holder], self.nodes[peer]
         try:
-            drain_old = lambda: old.set_maintenance(path, drained=True)  # noqa: E731
+            drain_old = functools.partial(old.set_maintenance, path, drained=True)
             takeover = self._move(vip, old, new, drain_old, TAKEOVER_WATCH_SECONDS)
-            fail_back = lambda: self._fail_back(old, new, path)  # noqa: E731
+            fail_back = functools.partial(self._fail_back, old, new, path)
             failback = self._move(vip, new, old, fail_back, FAILBACK_WATCH_SECONDS)
         except (DrillFailedError, NodeError) as error:
             return drilled.model_copy(update={"message": str(error)})
@@ -135,12 +137,6 @@ class Drill:
         if not report.healthy:
             return f"the peer {peer} is not healthy: {report.error or 'nginx or keepalived down, or FAULT'}"
         return ""
-
-    def _maintenance_path(self) -> str:
-        maintenance = self.build.state.nodes[0].keepalived.maintenance
-        if maintenance is None:
-            raise DrillFailedError("the nodes have no maintenance track file")
-        return maintenance.path
 
     def _move(
         self, vip: str, leaving: Node, arriving: Node, act: Callable[[], object], seconds: int
