@@ -14,6 +14,10 @@
 6. refused objects: 100 objects nginx refuses, one after another, each in the same pass as another
    tenant's edit, with a client looping through the VIP: edit -> served seconds, failed requests
    (bench/isolation.py).
+7. planned drain: spec.nodes[].maintenance Drain on the holder and back, a new connection every 20 ms:
+   failed requests (bench/drain.py).
+8. drill: status.lastDrill's takeover and failback, measured on the nodes, against a client probing
+   every 10 ms (bench/drain.py).
 
 Each figure is the median (and min/max) over repeated runs. Results go to stdout and are merged into
 bench/results.json (`--scenarios` runs some of them). Every load is bounded in count and time and only
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.crash import hung_node, kill_storm
+from bench.drain import drill, planned_drain
 from bench.isolation import refused_objects
 from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
@@ -235,7 +240,16 @@ def measure(name: str, action: Callable[[], Any], results: dict[str, Any]) -> No
     print(f"[bench] {name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
 
 
-SCENARIOS = ("apply_to_live", "failover", "pushes_under_load", "kill_storm", "hung_node", "refused_objects")
+SCENARIOS = (
+    "apply_to_live",
+    "failover",
+    "pushes_under_load",
+    "kill_storm",
+    "hung_node",
+    "refused_objects",
+    "drain",
+    "drill",
+)
 
 
 def main() -> int:
@@ -282,6 +296,11 @@ def main() -> int:
                 lambda: refused_objects(bench, args.refused_objects, args.runs),
                 results,
             )
+        # With whatever VRRP settings the scenarios above left (the seed's, or the tuned ones after failover).
+        if "drain" in scenarios:
+            measure("planned_drain", lambda: planned_drain(bench, args.runs), results)
+        if "drill" in scenarios:
+            measure("drill", lambda: drill(bench, args.runs), results)
     merged = json.loads(args.output.read_text()) if args.output.exists() else {}
     merged.update(results)
     args.output.write_text(json.dumps(merged, indent=2) + "\n")

@@ -28,6 +28,8 @@ from lbpair.build import (
 from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
+from lbpair.drain import drain_events, plan_drains, report_drains, with_drains
+from lbpair.drill import Drill
 from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
 from lbpair.health import assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
@@ -132,6 +134,8 @@ class Reconciler:
             )
             return "rejected", events
         memory.problem = ""
+        drains = plan_drains(build.pair.spec, memory.status)
+        build = with_drains(build, drains)
         nodes = connect(self._nodes, build)
         build, rollout, events = self._rollout.run(key, build, resources, nodes, memory)
         events += memory.former_nodes.release(build.pair.spec.nodes, nodes)
@@ -143,9 +147,14 @@ class Reconciler:
         events += transition_events(memory.observed, observed, health)
         memory.observed = observed
         memory.applied_hashes.update((r.name, r.applied_hash) for r in rollout.reports if r.applied_hash)
-        self._write_pair_status(
-            key, memory, pair_status(build, health, memory.applied_hashes, memory.status, now)
+        pair = report_drains(
+            pair_status(build, health, memory.applied_hashes, memory.status, now), drains, health, now
         )
+        events += drain_events(memory.status, pair)
+        drill = Drill(build, health, nodes, drains)
+        pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
+        events += drilled
+        self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
         for item in build.attached:
             previous = memory.attached.get(item.key)

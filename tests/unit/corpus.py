@@ -210,6 +210,7 @@ ADDITIONS = (
         "seed",
         {
             "spec.deletionPolicy": "Retain",
+            "spec.nodes[1].maintenance": "Drain",
             "spec.nginx.workerShutdownTimeout": "30s",
             "spec.nginx.logFormats[0].escape": "json",
             "spec.backends": {"allowedCIDRs": ["198.18.0.0/15", "127.0.0.1/32"]},

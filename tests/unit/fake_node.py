@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import NodeError, NodeUnreachableError
+from lbpair.nodes.drill import VipSample
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.node import Node
 from lbpair.nodes.observe import ManagedFileState, NodeObservation, VrrpInstanceState
@@ -56,6 +57,9 @@ class FakeNode:
     reloaded: list[list[str]] = field(default_factory=list)  # the services of each reload
     staged: list[ManagedFile] = field(default_factory=list)
     """The files the latest stage shipped (only those that differed from the node's)."""
+    watches: list[list[VipSample]] = field(default_factory=list)
+    """What each next watch_vip reports (a drill's view of keepalived moving the VIP), in order."""
+    clock: float = 1_000.0  # the node's clock as set_maintenance reports it
     _staged_manifest: dict[str, str] = field(default_factory=dict)
     _backup: tuple[dict[str, ManagedFile], dict[str, str]] | None = None
     _absent: set[str] = field(default_factory=set)
@@ -186,6 +190,18 @@ class FakeNode:
     def claim(self) -> None:
         self._call("claim")
         self.owner = self.owner or "fake-uid demo/seed"
+
+    def set_maintenance(self, path: str, *, drained: bool) -> float:
+        self._call("set_maintenance")
+        self.files[path] = ManagedFile(path, "1\n" if drained else "0\n")
+        return self.clock
+
+    def watch_vip(self, address: str, seconds: int) -> list[VipSample]:
+        self._call("watch_vip")
+        if not self.watches:
+            held = any(vip.split("/")[0] == address for vip in self.vips)
+            return [VipSample(int(self.clock * 1_000_000), held)]  # nothing moved within `seconds`
+        return self.watches.pop(0)
 
     def uninstall(self) -> None:
         self._call("uninstall")

@@ -7,6 +7,7 @@ from lbpair.render.model import (
     CheckScript,
     GarpTuning,
     Keepalived,
+    MaintenanceFile,
     TrackProcess,
     VirtualAddress,
     VrrpInstance,
@@ -15,6 +16,11 @@ from lbpair.render.model import (
 
 SCRIPT_NAME = "lbpair_check_nginx"
 TRACK_PROCESS_NAME = "lbpair_nginx"
+MAINTENANCE_NAME = "lbpair_maintenance"
+# Beside the node agent's state (lbpair.nodes.operations.DEFAULT_STATE_DIR), outside the services' config
+# directories, so writing it reloads nothing. keepalived stops tracking a file whose directory is missing
+# when it reads its config: the rollout installs the file before keepalived reloads.
+MAINTENANCE_PATH = "/var/lib/lbpair/track/maintenance"
 # A waiting restart plus a start that is itself slow must not be cut off by keepalived's script timeout.
 SCRIPT_TIMEOUT_MARGIN_SECONDS = 5
 
@@ -66,6 +72,7 @@ def keepalived(pair: LoadBalancerPair, node: PairNode, auth_pass: str | None) ->
                 ),
                 track_script=SCRIPT_NAME if check.method == "Script" else None,
                 track_process=TRACK_PROCESS_NAME if check.method == "TrackProcess" else None,
+                track_files=[MAINTENANCE_NAME],
             )
         )
     return Keepalived(
@@ -77,6 +84,7 @@ def keepalived(pair: LoadBalancerPair, node: PairNode, auth_pass: str | None) ->
         if check.method == "TrackProcess"
         else None,
         instances=instances,
+        maintenance=MaintenanceFile(MAINTENANCE_NAME, MAINTENANCE_PATH, drained=node.maintenance == "Drain"),
     )
 
 

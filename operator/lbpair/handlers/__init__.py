@@ -29,6 +29,7 @@ import kopf
 
 from lbpair.build import PairResources
 from lbpair.config import OperatorConfig
+from lbpair.drill import DRILL_ANNOTATION
 from lbpair.kube import KubeAPI, SecretWatch, load_client_config
 from lbpair.metrics import PrometheusRecorder
 from lbpair.model import GROUP, VERSION
@@ -90,6 +91,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
     memo.generations = SpecGenerations()
+    memo.drill_tokens = {}
     loop = asyncio.get_running_loop()
 
     def secret_changed(secret: ObjectRef) -> None:  # on a watch thread
@@ -172,6 +174,18 @@ async def attached_changed(
     generation = int(meta.get("generation") or 0)
     if memo.generations.changed(key, generation, deleted=type == "DELETED"):
         memo.wakeups.wake(attached_pair(namespace or "", spec))
+
+
+@kopf.on.event(GROUP, VERSION, "loadbalancerpairs", id="drill-requested")
+async def drill_requested(
+    *, namespace: str | None, name: str | None, annotations: kopf.Annotations, memo: kopf.Memo, **_: Any
+) -> None:
+    """A new drill token starts a pass now rather than at the next probe interval."""
+    key = ObjectRef(namespace or "", name or "")
+    token = annotations.get(DRILL_ANNOTATION)
+    if token and memo.drill_tokens.get(key) != token:
+        memo.drill_tokens[key] = token
+        memo.wakeups.wake(key)
 
 
 @kopf.on.event("", "v1", "namespaces", id="namespace-changed")

@@ -68,6 +68,11 @@ class PairNode(ApiModel):
     priority: Priority
     """VRRP priority (1-254). The node with the higher priority holds the VIPs in ActivePassive mode; in
     ActiveActive mode each node uses the higher of the two priorities for the VIPs it prefers."""
+    maintenance: Literal["None", "Drain"] = "None"
+    """Drain: the node demotes itself (keepalived FAULT through a tracked file) so that the peer takes every
+    VIP, whatever the preempt policy; it stays in the config rollout. Once status.nodes[].maintenance says
+    Drained it is safe to stop nginx or reboot it. Refused (condition Maintenance, event DrainRefused) while
+    the peer is not healthy or is itself drained. None: back in service per the preempt policy."""
 
 
 class SshSettings(ApiModel):

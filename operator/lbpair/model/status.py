@@ -87,6 +87,10 @@ Conditions = Annotated[list[Condition], Field(max_length=16), UniqueItems(("type
 VrrpState = Literal["Master", "Backup", "Fault", "Unknown"]
 NodeVrrpState = Literal["Master", "Backup", "Fault", "Mixed", "Unknown"]
 VipList = Annotated[list[Annotated[str, Field(max_length=18)]], Field(max_length=32)]
+NodeMaintenance = Literal["None", "Draining", "Drained", "Refused"]
+DrillResult = Literal["Succeeded", "Failed", "Refused"]
+# Annotation values may be long; the token recorded is cut to this, and compared cut.
+DRILL_TOKEN_LIMIT = 253
 # The operator renders at most two instances (ActiveActive); room for a few more that a node may report.
 MAX_VRRP_INSTANCES = 8
 
@@ -133,6 +137,35 @@ class NodeStatus(StatusModel):
     """Time of the last probe."""
     message: ShortText = ""
     """Last problem seen on this node."""
+    maintenance: NodeMaintenance = "None"
+    """spec.nodes[].maintenance as carried out: Draining (the node demotes itself, the peer does not hold
+    every VIP yet), Drained (the peer holds every VIP: safe to stop nginx or reboot this node), Refused (the
+    drain would leave no node serving; see the Maintenance condition), None (in service)."""
+
+
+class DrillStatus(StatusModel):
+    """The last failover drill (annotation lb.lbpair.dev/drill): the VIP holder drained, the time the VIP
+    was on no node measured on the nodes themselves, then failed back."""
+
+    token: Annotated[str, _truncated(DRILL_TOKEN_LIMIT), Field(max_length=DRILL_TOKEN_LIMIT)]
+    """The annotation's value this drill ran for; the same value again runs nothing."""
+    started_at: Timestamp
+    """When the drill started."""
+    result: DrillResult
+    """Succeeded (moved there and back), Failed (see message), Refused (not started: see message)."""
+    vip: Annotated[str, Field(max_length=18)] = ""
+    """The VIP observed (the first VIP the holder held)."""
+    from_node: Annotated[str, Field(max_length=63)] = ""
+    """The holder that was drained."""
+    to_node: Annotated[str, Field(max_length=63)] = ""
+    """The peer that took over."""
+    takeover_seconds: float | None = None
+    """How long the VIP was on no node: from it leaving fromNode to it arriving on toNode, by the nodes'
+    clocks (sampled every ~10 ms); 0 when toNode had it first (the message says for how long both did)."""
+    failback_seconds: float | None = None
+    """The same for the way back, toNode to fromNode."""
+    message: ShortText = ""
+    """Why a drill was refused or failed; the steps' timings otherwise."""
 
 
 class PairStatus(StatusModel):
@@ -154,6 +187,8 @@ class PairStatus(StatusModel):
     """Per-node detail."""
     conditions: Conditions = Field(default_factory=list)
     """Ready (summary), and detail conditions."""
+    last_drill: DrillStatus | None = None
+    """The last failover drill asked for with the annotation lb.lbpair.dev/drill."""
     kopf: dict[str, Any] | None = None
     """Operator framework bookkeeping."""
 

@@ -362,13 +362,53 @@ lap() {
     lap_started=$lap_now
 }
 
+# -- failover drills (lbpair.drill): the node's own clock times the VIP's move, in microseconds --
+
+# maintenance PATH VALUE: write the keepalived track file PATH (the rendered maintenance file: 1 drains the
+# node, 0 puts it back) by rename, which keepalived notices at once (inotify); prints when, by this node's
+# clock. The drill puts back the rendered value before it ends; a drill cut short leaves drift that the
+# next pass reverts like any other.
+maintenance() {
+    printf '%s\n' "$2" >"$1.lbpair-drill"
+    mv -f "$1.lbpair-drill" "$1"
+    date +%s%6N
+}
+
+# watch-vip ADDRESS SECONDS: whether this node holds ADDRESS, sampled about every 10 ms, printed as
+# "MICROSECONDS 1|0" at the start and at the first change, which ends it; at most SECONDS.
+watch_vip() {
+    end=$(($(date +%s) + $2))
+    first=
+    while :; do
+        now=$(date +%s%6N)
+        case $(ip -o -4 addr show 2>/dev/null) in
+        *" inet $1/"*) held=1 ;;
+        *) held=0 ;;
+        esac
+        if [ -z "$first" ]; then
+            first=$held
+            printf '%s %s\n' "$now" "$held"
+        elif [ "$held" != "$first" ]; then
+            printf '%s %s\n' "$now" "$held"
+            return 0
+        fi
+        [ "${now%??????}" -lt "$end" ] || return 0
+        sleep 0.01
+    done
+}
+
 case $command in
 # Reads no state and is polled while a rollout verifies: it takes no lock.
 served-hash)
     served_hash "$@"
     exit
     ;;
-probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim | roll-out | activate) ;;
+# Runs while the drill changes the nodes: it must not wait for their lock.
+watch-vip)
+    watch_vip "$@"
+    exit
+    ;;
+probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim | roll-out | activate | maintenance) ;;
 *)
     echo "unknown command: $command" >&2
     exit 2
@@ -393,5 +433,6 @@ mark-live) mark_live "$1" ;;
 reload) reload "$@" ;;
 roll-out) roll_out "$@" ;;
 activate) activate "$@" ;;
+maintenance) maintenance "$@" ;;
 recover) ;;
 esac

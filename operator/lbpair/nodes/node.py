@@ -14,6 +14,7 @@ from typing import Protocol
 
 from lbpair.model.files import ManagedFile
 from lbpair.nodes.client import CommandResult, NodeClient
+from lbpair.nodes.drill import VipSample, apply_maintenance, observe_vip_change
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import (
@@ -60,6 +61,14 @@ class Node(Protocol):
     def uninstall(self) -> None:
         """The node's own files back, the operator's removed, keepalived stopped (its VIPs go with it),
         nginx reloaded on what is left, and the operator's state gone."""
+        ...
+
+    def set_maintenance(self, path: str, *, drained: bool) -> float:
+        """A drill's drain or undrain through the maintenance track file; when, by the node's clock."""
+        ...
+
+    def watch_vip(self, address: str, seconds: int) -> list[VipSample]:
+        """Whether the node holds `address` now and when that first changes, by the node's clock."""
         ...
 
 
@@ -123,6 +132,12 @@ class AgentNode:
 
     def claim(self) -> None:
         claim_node(self.client)
+
+    def set_maintenance(self, path: str, *, drained: bool) -> float:
+        return apply_maintenance(self.client, path, drained=drained)
+
+    def watch_vip(self, address: str, seconds: int) -> list[VipSample]:
+        return observe_vip_change(self.client, address, seconds)
 
 
 class AgentNodes:

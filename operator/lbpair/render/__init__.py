@@ -91,6 +91,10 @@ def _render_node(
             CONFIG_FILE_MODE,
         )
     )
+    if keepalived.maintenance is not None:
+        # keepalived reads it on every change (inotify), so draining needs no reload.
+        value = "1\n" if keepalived.maintenance.drained else "0\n"
+        files.append(ManagedFile(keepalived.maintenance.path, value, CONFIG_FILE_MODE))
     if state.check_script is not None:
         script = render_template("check-nginx.sh.j2", banner=banner, script=state.check_script)
         files.append(ManagedFile(state.check_script.path, script, SCRIPT_FILE_MODE))

@@ -318,6 +318,7 @@ class VrrpInstance:
     garp: GarpTuning
     track_script: str | None
     track_process: str | None
+    track_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,16 @@ class TrackProcess:
 
 
 @dataclass(frozen=True)
+class MaintenanceFile:
+    """A keepalived track_file with weight 0 that the operator writes: 0 in service, 1 drained (every
+    instance tracking it goes to FAULT and sends a priority-0 advert, so the peer takes over at once)."""
+
+    name: str
+    path: str
+    drained: bool
+
+
+@dataclass(frozen=True)
 class Keepalived:
     path: str
     router_id: str
@@ -346,6 +357,7 @@ class Keepalived:
     script: VrrpScript | None
     track_process: TrackProcess | None
     instances: list[VrrpInstance]
+    maintenance: MaintenanceFile | None = None
 
 
 @dataclass(frozen=True)
