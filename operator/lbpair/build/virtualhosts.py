@@ -7,19 +7,19 @@ spec.limits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from lbpair.build.backends import BackendRefused, Backends
+from lbpair.build.backends import BackendRefused
 from lbpair.build.problems import Problem
-from lbpair.build.resources import SecretReader, SecretUnusable
+from lbpair.build.reads import Reads
+from lbpair.build.resources import SecretUnusable
 from lbpair.build.tls import tls_pair_problems
 from lbpair.build.upstreams import safe_stem
 from lbpair.model.files import ManagedFile
 from lbpair.model.pair import LoadBalancerPair
-from lbpair.model.secret import TLS_SECRET_TYPE
 from lbpair.model.sizes import size_bytes
 from lbpair.model.virtualhost import Location as LocationSpec
 from lbpair.model.virtualhost import ProxySettings
@@ -151,11 +151,8 @@ class VirtualHostBuilder:
 
     pair: LoadBalancerPair
     key: ObjectKey
-    upstreams: Mapping[tuple[str, str], Upstream]
-    rejected_upstreams: Mapping[tuple[str, str], str]
-    """Upstreams of this pair that are left out, with why."""
-    secrets: SecretReader
-    backends: Backends
+    reads: Reads
+    """Everything the build reads besides the spec and the pair (see lbpair.build.reads)."""
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, path: str, message: str) -> None:
@@ -167,7 +164,7 @@ class VirtualHostBuilder:
         parts = urlsplit(spec.url)
         host, _, port = parts.netloc.partition(":")
         try:
-            addresses = self.backends.addresses(host)
+            addresses = self.reads.addresses(host)
         except BackendRefused as refused:
             self.problem(f"spec.locations[{index}].url", str(refused))
             return None
@@ -203,19 +200,18 @@ class VirtualHostBuilder:
     def resolve_upstream(self, index: int, spec: LocationSpec) -> Upstream | None:
         if spec.upstream_ref is None:
             return None
-        reference = (self.key.namespace, spec.upstream_ref.name)
+        upstream = self.reads.upstream(self.key.namespace, spec.upstream_ref.name)
         path = f"spec.locations[{index}].upstreamRef.name"
-        if reference in self.rejected_upstreams:
-            self.problem(
-                path, f"Upstream {spec.upstream_ref.name} is not usable: {self.rejected_upstreams[reference]}"
-            )
-        elif reference not in self.upstreams:
+        if isinstance(upstream, str):
+            self.problem(path, f"Upstream {spec.upstream_ref.name} is not usable: {upstream}")
+            return None
+        if upstream is None:
             self.problem(
                 path,
                 f"Upstream {spec.upstream_ref.name} not found in namespace {self.key.namespace}"
                 f" (or not attached to pair {self.pair.metadata.name})",
             )
-        return self.upstreams.get(reference)
+        return upstream
 
     def tls_files(self, virtual_host: VirtualHostSpec) -> list[ManagedFile]:
         tls = virtual_host.spec.tls
@@ -223,7 +219,7 @@ class VirtualHostBuilder:
             return []
         try:
             certificate, private_key = (
-                self.secrets.text(self.key.namespace, tls.secret_name, key, secret_type=TLS_SECRET_TYPE)
+                self.reads.tls_text(self.key.namespace, tls.secret_name, key)
                 for key in ("tls.crt", "tls.key")
             )
         except SecretUnusable as error:
