@@ -275,3 +275,25 @@ def test_the_nodes_nginx_config_passes_nginx_t_without_warnings(sites: Sites) ->
 
         assert result.returncode == 0, result.stderr
         assert "[warn]" not in result.stderr, result.stderr
+
+
+def test_a_restarted_operator_writes_no_attached_status_and_reloads_nothing(
+    sites: Sites, operator: OperatorProcess
+) -> None:
+    settle(sites)
+    processes = sites.nginx_processes()
+
+    with Writes(sites.cluster) as writes:
+        operator.stop()
+        log_offset = len(operator.log())
+        operator.start()
+        wait_for(
+            lambda: "pass pair=" in operator.log_lines_since(log_offset),
+            timeout=120,
+            what="a pass of the restarted operator",
+        )
+        settle(sites)
+
+    # At most the pair's own status (its probe times) is written again; every attached object keeps its.
+    assert set(writes.count) <= {f"LoadBalancerPair/{PAIR}"}, writes.count
+    assert sites.nginx_processes() == processes
