@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
+from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording, versions_of
 from lbpair.build.keepalived import check_script, keepalived
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
@@ -151,14 +152,16 @@ def _pair_name(pair: LoadBalancerPair) -> str:
 @dataclass
 class ParseCache:
     """A pair's parsed attached objects, reused while their uid and generation stay the same, with its
-    VirtualHost builds (lbpair.build.reads) and render memo. At thousands of VirtualHosts parsing, building
-    and rendering them are most of a pass, and a pass usually changes one object or none.
+    VirtualHost builds (lbpair.build.reads), its last build (lbpair.build.inputs) and its render memo. At
+    thousands of VirtualHosts parsing, building and rendering them are most of a pass, and a pass usually
+    changes one object or none.
 
     The API server bumps metadata.generation on spec changes only, and a parse reads nothing but the spec
     and metadata that never change (name, namespace, uid, creationTimestamp): so the operator's own status
     writes, which give an object a new resourceVersion, do not make it parse again."""
 
     hosts: HostMemo = field(default_factory=HostMemo)
+    last_build: LastBuild | None = None
     renders: RenderMemo = field(default_factory=RenderMemo)
     _entries: dict[tuple[str, str, str], tuple[tuple[str, int], Any]] = field(default_factory=dict)
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
@@ -192,13 +195,37 @@ class ParseCache:
         self._seen.clear()
 
 
+@dataclass(frozen=True)
+class LastBuild:
+    """A pair's last build, with the versions and lookup answers it was built from."""
+
+    versions: Versions
+    lookups: Lookups
+    build: PairBuild | PairRejected
+
+
 def build_pair(
     resources: PairResources,
     cache: ParseCache | None = None,
     left_out: Mapping[ObjectKey, str] | None = None,
 ) -> PairBuild | PairRejected:
     """The pair's desired state; `left_out` names attached objects to leave out whatever their spec says,
-    with the reason reported on each (e.g. the nodes' nginx refused it)."""
+    with the reason reported on each (e.g. the nodes' nginx refused it). With the pair's `cache`, the
+    last build again when nothing it was built from changed."""
+    cache = cache or ParseCache()
+    versions = versions_of(resources, left_out or {})
+    last = cache.last_build
+    if last is not None and versions == last.versions and answers_as_logged(resources, last.lookups):
+        return last.build
+    recorded, lookups = recording(resources)
+    build = _build_pair(recorded, cache, left_out)
+    cache.last_build = LastBuild(versions, lookups, build) if versions is not None else None
+    return build
+
+
+def _build_pair(
+    resources: PairResources, cache: ParseCache, left_out: Mapping[ObjectKey, str] | None
+) -> PairBuild | PairRejected:
     access = pair_access(resources.pair, resources.secrets)
     if isinstance(access, PairRejected):
         return access
@@ -224,7 +251,6 @@ def build_pair(
             )
             return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))
 
-    cache = cache or ParseCache()
     admitted = _Admission(pair, resources, cache, dict(left_out or {}))
     upstream_specs = admitted.parse("Upstream", resources.upstreams, parse_upstream)
     host_specs = admitted.parse("VirtualHost", resources.virtual_hosts, parse_virtual_host)

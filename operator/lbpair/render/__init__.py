@@ -62,6 +62,9 @@ class RenderMemo:
 
     _files: dict[str, tuple[str, dict[str, Any], ManagedFile]] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
+    last: tuple[DesiredState, dict[str, RenderedNode]] | None = None
+    """The last state rendered and its nodes: a pass that reuses its build (nothing changed) renders
+    nothing."""
 
     def file(self, path: str, template: str, mode: int, **context: Any) -> ManagedFile:  # noqa: ANN401
         """The file `template` renders from `context`, from the memo when both are as last time."""
@@ -131,9 +134,13 @@ def render_pair(state: DesiredState, memo: RenderMemo | None = None) -> dict[str
     nodes and rendered once; with the pair's `memo`, only those whose inputs changed since its last
     render."""
     memo = memo or RenderMemo()
+    if memo.last is not None and memo.last[0] is state:
+        return memo.last[1]
     nginx, nginx_hash = render_nginx_files(state, memo)
     memo.forget_unseen()
-    return {node.name: _render_node(state, node, nginx, nginx_hash) for node in state.nodes}
+    rendered = {node.name: _render_node(state, node, nginx, nginx_hash) for node in state.nodes}
+    memo.last = (state, rendered)
+    return rendered
 
 
 __all__ = [
