@@ -210,20 +210,32 @@ def change_dns_answer(resources: Sample) -> None:
     resources.dns["svn.example.com"] = ["198.18.0.32", "198.18.0.33"]
 
 
+def change_upstream_dns_answer(resources: Sample) -> None:
+    resources.dns["www.backend.example.com"] = ["198.18.0.13"]
+
+
 def change_pair_listeners(resources: Sample) -> None:
     resources.pair["spec"]["listeners"] = [{"port": 8080, "protocol": "HTTP"}]
     resources.pair["metadata"]["generation"] = 2
 
 
 @pytest.mark.parametrize(
-    "change", [remove_www_upstream, remove_tls_secret, change_dns_answer, change_pair_listeners]
+    "change",
+    [
+        remove_www_upstream,
+        remove_tls_secret,
+        change_dns_answer,
+        change_upstream_dns_answer,
+        change_pair_listeners,
+    ],
 )
 def test_a_cached_virtual_host_build_follows_what_it_reads(change: Callable[[Sample], None]) -> None:
-    """Only the VirtualHosts' own specs stay the same: what they refer to changes. The pass that reuses
-    the earlier builds must build what a build from scratch does."""
+    """Only the objects' own specs stay the same: what they refer to changes. The pass that reuses the
+    earlier builds must build what a build from scratch does."""
     resources = from_api_server(sample("seed-tutorial.yaml", "tls-virtualhost.yaml"))
     resources.vhost("dev")["spec"]["locations"][0]["url"] = "https://svn.example.com:8443/svn/"
-    resources.dns = {"svn.example.com": ["198.18.0.31"]}
+    resources.upstream("lb-www")["spec"]["servers"][0]["address"] = "www.backend.example.com"
+    resources.dns = {"svn.example.com": ["198.18.0.31"], "www.backend.example.com": ["198.18.0.11"]}
     cache = ParseCache()
     before = build_pair(resources.resources(), cache)
     change(resources)

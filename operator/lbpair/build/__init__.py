@@ -19,7 +19,7 @@ from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording,
 from lbpair.build.keepalived import check_script, keepalived
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
-from lbpair.build.reads import BuiltHost, HostMemo, Reads
+from lbpair.build.reads import BuildMemo, Reads
 from lbpair.build.resources import (
     PairResources,
     SecretLookup,
@@ -42,6 +42,8 @@ from lbpair.render import RenderedNode, RenderMemo, render_pair
 from lbpair.render.model import DesiredState, NodeConfig, ObjectKey, Upstream, VirtualHost
 
 ParsedT = TypeVar("ParsedT", UpstreamSpec, VirtualHostSpec)
+BuiltHost = tuple[tuple[VirtualHost, list[ManagedFile]] | None, list[Problem]]
+"""A VirtualHost's build: its render model and TLS files (None when left out), and its problems."""
 VRRP_AUTH_PASS = re.compile(VRRP_AUTH_PASS_PATTERN)
 PLURALS = {"Upstream": "upstreams", "VirtualHost": "virtualhosts"}
 
@@ -160,7 +162,8 @@ class ParseCache:
     and metadata that never change (name, namespace, uid, creationTimestamp): so the operator's own status
     writes, which give an object a new resourceVersion, do not make it parse again."""
 
-    hosts: HostMemo = field(default_factory=HostMemo)
+    upstreams: BuildMemo[UpstreamSpec, Upstream | list[Problem]] = field(default_factory=BuildMemo)
+    hosts: BuildMemo[VirtualHostSpec, BuiltHost] = field(default_factory=BuildMemo)
     last_build: LastBuild | None = None
     renders: RenderMemo = field(default_factory=RenderMemo)
     _entries: dict[tuple[str, str, str], tuple[tuple[str, int], Any]] = field(default_factory=dict)
@@ -257,8 +260,14 @@ def _build_pair(
     backends = Backends(pair, resources.resolve)
     upstreams: dict[tuple[str, str], Upstream] = {}
     upstream_problems: list[Problem] = []
+    cache.upstreams.use_pair(pair)
     for key, upstream_spec in upstream_specs:
-        built_upstream = upstream(spec, key, upstream_spec.spec, backends)
+        built_upstream = cache.upstreams.build(
+            key,
+            upstream_spec,
+            Reads(secrets, backends, {}, {}),
+            functools.partial(upstream, spec, key, upstream_spec.spec),
+        )
         if isinstance(built_upstream, Upstream):
             upstreams[(key.namespace, key.name)] = built_upstream
         else:
@@ -285,6 +294,7 @@ def _build_pair(
 
     cache.forget_unseen()
     cache.hosts.keep_only({key for key, _ in host_specs if key not in in_conflict})
+    cache.upstreams.keep_only({key for key, _ in upstream_specs})
     upstream_list = [upstreams[reference] for reference in sorted(upstreams)]
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),

@@ -12,16 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from lbpair.build.backends import BackendRefused, Backends
-from lbpair.build.problems import Problem
 from lbpair.build.resources import SecretReader, SecretUnusable
-from lbpair.model.files import ManagedFile
 from lbpair.model.pair import LoadBalancerPair
 from lbpair.model.secret import TLS_SECRET_TYPE
-from lbpair.model.virtualhost import VirtualHost as VirtualHostSpec
-from lbpair.render.model import ObjectKey, Upstream, VirtualHost
+from lbpair.render.model import ObjectKey, Upstream
 
 T = TypeVar("T")
 Answer = object
@@ -88,17 +85,17 @@ class Reads:
         return answer
 
 
-BuiltHost = tuple[tuple[VirtualHost, list[ManagedFile]] | None, list[Problem]]
-"""A VirtualHost's build: its render model and TLS files (None when left out), and its problems."""
+SpecT = TypeVar("SpecT")
+BuiltT = TypeVar("BuiltT")
 
 
 @dataclass
-class HostMemo:
-    """The last build of each VirtualHost of one pair, with what it read; forgotten whole when the pair
-    changes."""
+class BuildMemo(Generic[SpecT, BuiltT]):
+    """The last build of each attached object of one kind of one pair, with what it read; forgotten whole
+    when the pair changes."""
 
     _pair: LoadBalancerPair | None = None
-    _entries: dict[ObjectKey, tuple[VirtualHostSpec, ReadLog, BuiltHost]] = field(default_factory=dict)
+    _entries: dict[ObjectKey, tuple[SpecT, ReadLog, BuiltT]] = field(default_factory=dict)
 
     def use_pair(self, pair: LoadBalancerPair) -> None:
         """Called once per build, before any `build`: a changed pair invalidates every cached build."""
@@ -106,9 +103,7 @@ class HostMemo:
             self._entries.clear()
             self._pair = pair
 
-    def build(
-        self, key: ObjectKey, spec: VirtualHostSpec, reads: Reads, build: Callable[[Reads], BuiltHost]
-    ) -> BuiltHost:
+    def build(self, key: ObjectKey, spec: SpecT, reads: Reads, build: Callable[[Reads], BuiltT]) -> BuiltT:
         """`build(reads)`, or the last build of `key` when its spec is the same parsed object (see
         ParseCache) and `reads` answers everything that build read as it did then."""
         cached = self._entries.get(key)
@@ -120,6 +115,6 @@ class HostMemo:
         return built
 
     def keep_only(self, keys: set[ObjectKey]) -> None:
-        """Drop the builds of VirtualHosts that are gone (or left out)."""
+        """Drop the builds of objects that are gone (or left out)."""
         for key in self._entries.keys() - keys:
             del self._entries[key]
