@@ -170,3 +170,24 @@ def test_many_hosts_pass_nginx_t_without_warnings(count: int, long_names: bool, 
 
     assert nginx.returncode == 0, nginx.stderr
     assert "[warn]" not in nginx.stderr, nginx.stderr
+
+
+def test_the_longest_proxy_headers_allowed_pass_nginx_t_without_warnings(node_root: Path) -> None:
+    """32 headers on the VirtualHost and 32 more on a location, each name of the 64 characters the schema
+    allows: the proxy headers hash is sized for them."""
+    resources = sample("seed-tutorial.yaml")
+    www = resources.vhost("www")["spec"]
+
+    def headers(prefix: str) -> list[dict[str, str]]:
+        return [{"name": f"{prefix}{number:02}".ljust(64, "x"), "value": "v"} for number in range(32)]
+
+    www["proxy"] = {"headers": headers("X-Host-")}
+    www["locations"][0]["proxy"] = {"headers": headers("X-Location-")}
+    build = resources.build()
+    assert build.problems == []
+    install(next(iter(render_pair(build.state).values())), node_root)
+
+    nginx = nginx_test(node_root)
+
+    assert nginx.returncode == 0, nginx.stderr
+    assert "[warn]" not in nginx.stderr, nginx.stderr
