@@ -365,7 +365,8 @@ class _Admission:
                 self.problems.append(
                     Problem(key, "spec.pairRef", f"{pair_key} does not allow namespace {key.namespace}")
                 )
-        return sorted(admitted, key=lambda entry: entry[0])
+        # By the key's fields: a tuple of strings compares in C, the dataclass's own order in Python.
+        return sorted(admitted, key=lambda entry: (entry[0].namespace, entry[0].name))
 
     def _namespace_allowed(self, namespace: str) -> bool:
         pair = self.pair

@@ -298,12 +298,12 @@ def declared_listeners(pair: LoadBalancerPair) -> str:
     return ", ".join(f"{listener.port}/{listener.protocol}" for listener in pair.spec.listeners)
 
 
-def claim_order(entry: tuple[ObjectKey, VirtualHostSpec]) -> tuple[datetime, ObjectKey]:
+def claim_order(entry: tuple[ObjectKey, VirtualHostSpec]) -> tuple[datetime, str, str]:
     """Oldest first, like Gateway API: creationTimestamp never changes, so a newer object can never take
     what an older one holds, whatever its name. Ties (the API server counts whole seconds) go by
     namespace/name; an object without a timestamp (not from an API server) counts as the newest."""
     key, virtual_host = entry
-    return (virtual_host.metadata.creation_timestamp or NEWEST, key)
+    return (virtual_host.metadata.creation_timestamp or NEWEST, key.namespace, key.name)
 
 
 def duplicate_server_names(virtual_hosts: Sequence[tuple[ObjectKey, VirtualHostSpec]]) -> list[Problem]:
