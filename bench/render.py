@@ -7,8 +7,8 @@ node's files and hashes) in-process, the way a pass does it with the pair's memo
 
 - cold: the first pass, nothing cached (what every pass cost before the caches; the baseline);
 - warm after one edit: the next pass after one VirtualHost's spec changed (a new server name, a new
-  generation), the figure of an edit;
-- unchanged: a pass with nothing changed (the probe passes of an idle pair).
+  generation), the figure of an edit; five edits of different hosts per run, one after another;
+- unchanged: a pass with nothing changed (the probe passes of an idle pair), after each edit.
 
 Each run starts from fresh objects and a fresh cache. Prints median, p99, min and max ms of each, as
 wall-clock time (`*_ms`) and as the process's CPU time (`*_cpu_ms`: on a shared machine the wall-clock
@@ -38,6 +38,7 @@ SIZES = (1, 500, 5000)
 HOSTS_PER_UPSTREAM = 10
 TLS_EVERY = 10
 EDITED_NAME = "edited.bench.example.com"
+EDITS_PER_RUN = 5
 
 
 def pair_with(count: int) -> Sample:
@@ -92,15 +93,16 @@ def measure(count: int, runs: int) -> dict[str, Any]:
         passes["cold"].append(milliseconds)
         if build.problems or len(build.state.virtual_hosts) != count:
             raise RuntimeError(f"not every VirtualHost built: {build.problems[:3]}")
-        edited = resources.virtual_hosts[count // 2]
-        edited["spec"]["serverNames"].append(EDITED_NAME)
-        edited["metadata"]["generation"] += 1
-        milliseconds, build = one_pass(resources, cache)
-        passes["warm_after_one_edit"].append(milliseconds)
-        (host,) = [h for h in build.state.virtual_hosts if h.source.name == edited["metadata"]["name"]]
-        if EDITED_NAME not in next(iter(build.render().values())).files[host.path].content:
-            raise RuntimeError("the edit was not rendered")
-        passes["unchanged"].append(one_pass(resources, cache)[0])
+        for edit in range(EDITS_PER_RUN):
+            edited = resources.virtual_hosts[(count // 2 + edit) % count]
+            edited["spec"]["serverNames"].append(f"{edit}.{EDITED_NAME}")
+            edited["metadata"]["generation"] += 1
+            milliseconds, build = one_pass(resources, cache)
+            passes["warm_after_one_edit"].append(milliseconds)
+            (host,) = [h for h in build.state.virtual_hosts if h.source.name == edited["metadata"]["name"]]
+            if f"{edit}.{EDITED_NAME}" not in next(iter(build.render().values())).files[host.path].content:
+                raise RuntimeError("the edit was not rendered")
+            passes["unchanged"].append(one_pass(resources, cache)[0])
     figures: dict[str, Any] = {"virtual_hosts": count}
     for name, measured in passes.items():
         figures[f"{name}_ms"] = summary([wall for wall, _ in measured])
