@@ -154,9 +154,9 @@ def _pair_name(pair: LoadBalancerPair) -> str:
 @dataclass
 class ParseCache:
     """A pair's parsed attached objects, reused while their uid and generation stay the same, with its
-    VirtualHost builds (lbpair.build.reads), its last build (lbpair.build.inputs) and its render memo. At
-    thousands of VirtualHosts parsing, building and rendering them are most of a pass, and a pass usually
-    changes one object or none.
+    Upstream and VirtualHost builds (lbpair.build.reads), its last build (lbpair.build.inputs) and its
+    render memo. At thousands of VirtualHosts parsing, building and rendering them are most of a pass, and
+    a pass usually changes one object or none.
 
     The API server bumps metadata.generation on spec changes only, and a parse reads nothing but the spec
     and metadata that never change (name, namespace, uid, creationTimestamp): so the operator's own status
