@@ -58,6 +58,7 @@ demo-down:
 bench: deps
 	$(PY) -m bench.run $(BENCH_FLAGS)
 	$(PY) -m bench.agent_swap
+	$(PY) -m bench.render
 
 # Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
 clean:

@@ -19,7 +19,6 @@ from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node
 from lbpair.nodes.observe import NodeObservation
 from lbpair.nodes.operations import ValidationFailedError
-from lbpair.render import render_pair
 from lbpair.render.model import ObjectKey
 from lbpair.rollout import ConfigRejectedError, NodePlan, PairRollout, compare, observe_all, roll_out_pair
 from lbpair.sinks import PassRecorder
@@ -140,6 +139,6 @@ def plans_for(build: PairBuild, nodes: Mapping[str, Node]) -> list[NodePlan]:
     """What each of `nodes` should run for `build`, in the pair's node order."""
     return [
         NodePlan(nodes[name], tuple(r.files.values()), r.config_hash, r.nginx_hash)
-        for name, r in render_pair(build.state).items()
+        for name, r in build.render().items()
         if name in nodes
     ]

@@ -41,6 +41,7 @@ from lbpair.nodes.ssh import SSHTarget
 from lbpair.sinks import PassRecorder, StatusSink
 from lbpair.status import (
     attached_status,
+    attached_status_in,
     failed_pass_status,
     pair_status,
     rejected_pair_status,
@@ -156,8 +157,9 @@ class Reconciler:
         events += drilled
         self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
+        bodies = resources.attached_by_key()
         for item in build.attached:
-            previous = memory.attached.get(item.key)
+            previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
             status = attached_status(
                 build, health, item, included=item.key in included, previous=previous, at=now
             )

@@ -7,7 +7,7 @@ lastTransitionTime while their status holds, and carry the generation they were 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import cast, get_args
+from typing import Any, cast, get_args
 
 from lbpair.build import AttachedObject, PairBuild, PairRejected
 from lbpair.health import NodeReport, PairHealth
@@ -162,6 +162,18 @@ def same_but_probe_times(status: PairStatus, other: PairStatus | None) -> bool:
         return value.model_copy(update={"nodes": nodes, "kopf": None})
 
     return without_probe_times(status) == without_probe_times(other)
+
+
+def attached_status_in(body: Mapping[str, Any] | None) -> AttachedStatus | None:
+    """The status an attached object already carries in the API (an earlier run of the operator wrote it),
+    so a restarted operator writes only the statuses that change, not every object's once."""
+    status = (body or {}).get("status")
+    if not status:
+        return None
+    try:
+        return AttachedStatus.model_validate(status)
+    except ValueError:
+        return None  # written by something else: written afresh
 
 
 def attached_status(

@@ -133,14 +133,17 @@ def test_keepalived_check_rejects_a_broken_file(node_root: Path) -> None:
     assert result.returncode != 0
 
 
-def many_hosts(count: int) -> Sample:
-    """The seed pair with `count` more VirtualHosts, names of every shape (long, wildcard, many labels)."""
+def many_hosts(count: int, *, long_names: bool = False) -> Sample:
+    """The seed pair with `count` more VirtualHosts, names of every shape (long, wildcard, many labels);
+    with `long_names`, every host also has a name of about DNS's limit of 253 characters."""
     resources = sample("seed-tutorial.yaml")
     longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49, "com"])  # 253 characters, DNS's limit
     for number in range(count):
         names = [f"site{number}.team{number % 37}.example.com", f"*.site{number}.example.net"]
         if number == 0:
             names.append(longest)
+        elif long_names:
+            names.append(f"{'a' * 63}.{'b' * 63}.{'c' * 63}.s{number:05}.{'d' * 42}.com"[:253])
         resources.virtual_hosts.append(
             {
                 "apiVersion": "lb.lbpair.dev/v1alpha1",
@@ -156,12 +159,33 @@ def many_hosts(count: int) -> Sample:
     return resources
 
 
-@pytest.mark.parametrize("count", [500, 5000])
-def test_many_hosts_pass_nginx_t_without_warnings(count: int, node_root: Path) -> None:
-    build = many_hosts(count).build()
+@pytest.mark.parametrize(("count", "long_names"), [(500, False), (5000, False), (5000, True)])
+def test_many_hosts_pass_nginx_t_without_warnings(count: int, long_names: bool, node_root: Path) -> None:
+    build = many_hosts(count, long_names=long_names).build()
     assert build.problems == []
     node = next(iter(render_pair(build.state).values()))
     install(node, node_root)
+
+    nginx = nginx_test(node_root)
+
+    assert nginx.returncode == 0, nginx.stderr
+    assert "[warn]" not in nginx.stderr, nginx.stderr
+
+
+def test_the_longest_proxy_headers_allowed_pass_nginx_t_without_warnings(node_root: Path) -> None:
+    """32 headers on the VirtualHost and 32 more on a location, each name of the 64 characters the schema
+    allows: the proxy headers hash is sized for them."""
+    resources = sample("seed-tutorial.yaml")
+    www = resources.vhost("www")["spec"]
+
+    def headers(prefix: str) -> list[dict[str, str]]:
+        return [{"name": f"{prefix}{number:02}".ljust(64, "x"), "value": "v"} for number in range(32)]
+
+    www["proxy"] = {"headers": headers("X-Host-")}
+    www["locations"][0]["proxy"] = {"headers": headers("X-Location-")}
+    build = resources.build()
+    assert build.problems == []
+    install(next(iter(render_pair(build.state).values())), node_root)
 
     nginx = nginx_test(node_root)
 

@@ -3,12 +3,22 @@ own problems reject it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from lbpair.build import PairBuild, ParseCache, build_pair
 from lbpair.model.common import ObjectRef
 from lbpair.render.model import ObjectKey
-from tests.unit.samples import NAMESPACE, SEED_AUTH_PASS, held_secret, sample, secret_data, tls_secret
+from tests.unit.samples import (
+    NAMESPACE,
+    SEED_AUTH_PASS,
+    Sample,
+    held_secret,
+    sample,
+    secret_data,
+    tls_secret,
+)
 
 
 def test_seed_sample_builds_without_problems() -> None:
@@ -160,30 +170,92 @@ def test_active_active_gives_each_node_one_instance_as_master() -> None:
     assert [i.virtual_router_id for i in state.nodes[0].keepalived.instances] == [61, 62]
 
 
-def test_parsed_objects_are_reused_while_their_resource_version_stays() -> None:
-    resources = sample("seed-tutorial.yaml")
+def from_api_server(resources: Sample) -> Sample:
+    """Gives every object the uid and generation an API server would have given it."""
+    for number, body in enumerate([resources.pair, *resources.upstreams, *resources.virtual_hosts]):
+        body["metadata"].update(uid=f"00000000-0000-0000-0000-{number:012}", generation=1)
+    return resources
+
+
+def test_parsed_objects_are_reused_while_their_generation_stays() -> None:
+    resources = from_api_server(sample("seed-tutorial.yaml"))
     www = resources.upstream("lb-www")
-    www["metadata"]["resourceVersion"] = "7"
     cache = ParseCache()
     first = build_pair(resources.resources(), cache)
-    www["spec"]["servers"][0]["weight"] = 9  # a change the API server would have given a new version
+    www["spec"]["servers"][0]["weight"] = 9  # a change the API server would have given a new generation
 
-    same_version = build_pair(resources.resources(), cache)
-    www["metadata"]["resourceVersion"] = "8"
-    new_version = build_pair(resources.resources(), cache)
+    same_generation = build_pair(resources.resources(), cache)
+    www["metadata"]["resourceVersion"] = "8"  # e.g. the operator's own status write
+    status_written = build_pair(resources.resources(), cache)
+    www["metadata"]["generation"] = 2
+    new_generation = build_pair(resources.resources(), cache)
 
     def weight(result: object) -> int:
         assert isinstance(result, PairBuild)
         (upstream,) = [u for u in result.state.upstreams if u.name == "demo_lb-www"]
         return upstream.servers[0].weight
 
-    assert (weight(first), weight(same_version), weight(new_version)) == (1, 1, 9)
+    assert [weight(r) for r in (first, same_generation, status_written, new_generation)] == [1, 1, 1, 9]
+
+
+def remove_www_upstream(resources: Sample) -> None:
+    resources.upstreams.remove(resources.upstream("lb-www"))
+
+
+def remove_tls_secret(resources: Sample) -> None:
+    del resources.secrets[ObjectRef(NAMESPACE, "shop-tls")]
+
+
+def change_dns_answer(resources: Sample) -> None:
+    resources.dns["svn.example.com"] = ["198.18.0.32", "198.18.0.33"]
+
+
+def change_upstream_dns_answer(resources: Sample) -> None:
+    resources.dns["www.backend.example.com"] = ["198.18.0.13"]
+
+
+def change_pair_listeners(resources: Sample) -> None:
+    resources.pair["spec"]["listeners"] = [{"port": 8080, "protocol": "HTTP"}]
+    resources.pair["metadata"]["generation"] = 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        remove_www_upstream,
+        remove_tls_secret,
+        change_dns_answer,
+        change_upstream_dns_answer,
+        change_pair_listeners,
+    ],
+)
+def test_a_cached_virtual_host_build_follows_what_it_reads(change: Callable[[Sample], None]) -> None:
+    """Only the objects' own specs stay the same: what they refer to changes. The pass that reuses the
+    earlier builds must build what a build from scratch does."""
+    resources = from_api_server(sample("seed-tutorial.yaml", "tls-virtualhost.yaml"))
+    resources.vhost("dev")["spec"]["locations"][0]["url"] = "https://svn.example.com:8443/svn/"
+    resources.upstream("lb-www")["spec"]["servers"][0]["address"] = "www.backend.example.com"
+    resources.dns = {"svn.example.com": ["198.18.0.31"], "www.backend.example.com": ["198.18.0.11"]}
+    cache = ParseCache()
+    before = build_pair(resources.resources(), cache)
+    change(resources)
+
+    cached, fresh = build_pair(resources.resources(), cache), build_pair(resources.resources())
+
+    assert isinstance(before, PairBuild)
+    assert isinstance(cached, PairBuild)
+    assert isinstance(fresh, PairBuild)
+    assert (cached.state, cached.problems) != (before.state, before.problems)  # the change matters
+    assert (cached.state, cached.problems, cached.secrets_used) == (
+        fresh.state,
+        fresh.problems,
+        fresh.secrets_used,
+    )
 
 
 def test_an_invalid_object_stays_invalid_from_the_cache_until_it_changes() -> None:
     resources = sample("seed-tutorial.yaml")
-    oa = resources.upstream("lb-oa")
-    oa["metadata"]["resourceVersion"] = "3"
+    oa = from_api_server(resources).upstream("lb-oa")
     oa["spec"]["servers"][0]["port"] = 0
     cache = ParseCache()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from lbpair.render import render_pair
+from lbpair.render import RenderMemo, render_pair
 from tests.unit.samples import sample
 
 CASE = ("seed-tutorial.yaml", "tls-virtualhost.yaml")
@@ -58,3 +58,15 @@ def test_tls_key_is_private_and_the_check_script_executable() -> None:
     assert modes["/etc/nginx/lbpair/tls/demo_shop-tls.crt"] == 0o644
     assert modes["/etc/keepalived/lbpair-check-nginx.sh"] == 0o755
     assert lb1.files["/etc/keepalived/lbpair-check-nginx.sh"].content.startswith("#!/bin/sh\n")
+
+
+def test_a_render_through_the_pairs_memo_equals_a_render_from_scratch() -> None:
+    resources = sample(*CASE)
+    memo = RenderMemo()
+    render_pair(resources.build().state, memo)
+    resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 5
+    resources.vhost("www")["spec"]["serverNames"].append("www2.example.com")
+    resources.virtual_hosts.remove(resources.vhost("dev"))
+    state = resources.build().state
+
+    assert render_pair(state, memo) == render_pair(state)

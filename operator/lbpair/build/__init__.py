@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
+from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording, versions_of
 from lbpair.build.keepalived import check_script, keepalived
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
+from lbpair.build.reads import BuildMemo, Reads
 from lbpair.build.resources import (
     PairResources,
     SecretLookup,
@@ -36,9 +38,12 @@ from lbpair.model.patterns import VRRP_AUTH_PASS_PATTERN
 from lbpair.model.upstream import Upstream as UpstreamSpec
 from lbpair.model.virtualhost import VirtualHost as VirtualHostSpec
 from lbpair.nodes.layout import NodeLayout
+from lbpair.render import RenderedNode, RenderMemo, render_pair
 from lbpair.render.model import DesiredState, NodeConfig, ObjectKey, Upstream, VirtualHost
 
 ParsedT = TypeVar("ParsedT", UpstreamSpec, VirtualHostSpec)
+BuiltHost = tuple[tuple[VirtualHost, list[ManagedFile]] | None, list[Problem]]
+"""A VirtualHost's build: its render model and TLS files (None when left out), and its problems."""
 VRRP_AUTH_PASS = re.compile(VRRP_AUTH_PASS_PATTERN)
 PLURALS = {"Upstream": "upstreams", "VirtualHost": "virtualhosts"}
 
@@ -66,6 +71,8 @@ class PairBuild:
     problems: list[Problem]
     """Why attached objects are left out; an object may have several."""
     secrets_used: frozenset[ObjectRef]
+    renders: RenderMemo = field(default_factory=RenderMemo, repr=False, compare=False)
+    """The pair's render memo (from its ParseCache): what the last render of the pair produced."""
 
     @property
     def vips(self) -> list[str]:
@@ -81,6 +88,11 @@ class PairBuild:
 
     def problems_of(self, key: ObjectKey) -> list[str]:
         return self._problems_by_object.get(key, [])
+
+    def render(self) -> dict[str, RenderedNode]:
+        """Each node's files (lbpair.render.render_pair), re-rendering only what changed since the pair's
+        last render."""
+        return render_pair(self.state, self.renders)
 
 
 @dataclass(frozen=True)
@@ -141,10 +153,20 @@ def _pair_name(pair: LoadBalancerPair) -> str:
 
 @dataclass
 class ParseCache:
-    """Parsed attached objects, reused while their resourceVersion stays the same. At thousands of
-    VirtualHosts parsing is most of a build, and a pass usually changes one object or none."""
+    """A pair's parsed attached objects, reused while their uid and generation stay the same, with its
+    Upstream and VirtualHost builds (lbpair.build.reads), its last build (lbpair.build.inputs) and its
+    render memo. At thousands of VirtualHosts parsing, building and rendering them are most of a pass, and
+    a pass usually changes one object or none.
 
-    _entries: dict[tuple[str, str, str], tuple[str, Any]] = field(default_factory=dict)
+    The API server bumps metadata.generation on spec changes only, and a parse reads nothing but the spec
+    and metadata that never change (name, namespace, uid, creationTimestamp): so the operator's own status
+    writes, which give an object a new resourceVersion, do not make it parse again."""
+
+    upstreams: BuildMemo[UpstreamSpec, Upstream | list[Problem]] = field(default_factory=BuildMemo)
+    hosts: BuildMemo[VirtualHostSpec, BuiltHost] = field(default_factory=BuildMemo)
+    last_build: LastBuild | None = None
+    renders: RenderMemo = field(default_factory=RenderMemo)
+    _entries: dict[tuple[str, str, str], tuple[tuple[str, int], Any]] = field(default_factory=dict)
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
 
     def parse(
@@ -152,8 +174,8 @@ class ParseCache:
     ) -> ParsedT:
         """`parse(body)`, or its earlier result (a model, or the SpecError it raised) for this version."""
         metadata = body.get("metadata") or {}
-        version = metadata.get("resourceVersion")
-        if not version:
+        version = (str(metadata.get("uid") or ""), generation_of(body))
+        if not all(version):
             return parse(body)  # not from the API server: nothing identifies the version
         key = (kind, str(metadata.get("namespace")), str(metadata.get("name")))
         self._seen.add(key)
@@ -176,13 +198,37 @@ class ParseCache:
         self._seen.clear()
 
 
+@dataclass(frozen=True)
+class LastBuild:
+    """A pair's last build, with the versions and lookup answers it was built from."""
+
+    versions: Versions
+    lookups: Lookups
+    build: PairBuild | PairRejected
+
+
 def build_pair(
     resources: PairResources,
     cache: ParseCache | None = None,
     left_out: Mapping[ObjectKey, str] | None = None,
 ) -> PairBuild | PairRejected:
     """The pair's desired state; `left_out` names attached objects to leave out whatever their spec says,
-    with the reason reported on each (e.g. the nodes' nginx refused it)."""
+    with the reason reported on each (e.g. the nodes' nginx refused it). With the pair's `cache`, the
+    last build again when nothing it was built from changed."""
+    cache = cache or ParseCache()
+    versions = versions_of(resources, left_out or {})
+    last = cache.last_build
+    if last is not None and versions == last.versions and answers_as_logged(resources, last.lookups):
+        return last.build
+    recorded, lookups = recording(resources)
+    build = _build_pair(recorded, cache, left_out)
+    cache.last_build = LastBuild(versions, lookups, build) if versions is not None else None
+    return build
+
+
+def _build_pair(
+    resources: PairResources, cache: ParseCache, left_out: Mapping[ObjectKey, str] | None
+) -> PairBuild | PairRejected:
     access = pair_access(resources.pair, resources.secrets)
     if isinstance(access, PairRejected):
         return access
@@ -208,14 +254,20 @@ def build_pair(
             )
             return PairRejected("SecretMissing", message, generation, frozenset(secrets.used))
 
-    admitted = _Admission(pair, resources, cache or ParseCache(), dict(left_out or {}))
+    admitted = _Admission(pair, resources, cache, dict(left_out or {}))
     upstream_specs = admitted.parse("Upstream", resources.upstreams, parse_upstream)
     host_specs = admitted.parse("VirtualHost", resources.virtual_hosts, parse_virtual_host)
     backends = Backends(pair, resources.resolve)
     upstreams: dict[tuple[str, str], Upstream] = {}
     upstream_problems: list[Problem] = []
+    cache.upstreams.use_pair(pair)
     for key, upstream_spec in upstream_specs:
-        built_upstream = upstream(spec, key, upstream_spec.spec, backends)
+        built_upstream = cache.upstreams.build(
+            key,
+            upstream_spec,
+            Reads(secrets, backends, {}, {}),
+            functools.partial(upstream, spec, key, upstream_spec.spec),
+        )
         if isinstance(built_upstream, Upstream):
             upstreams[(key.namespace, key.name)] = built_upstream
         else:
@@ -229,17 +281,20 @@ def build_pair(
     in_conflict = {problem.object for problem in problems}
     hosts: list[VirtualHost] = []
     tls_files: dict[str, ManagedFile] = {}
+    cache.hosts.use_pair(pair)
     for key, item in host_specs:
         if key in in_conflict:
             continue
-        builder = VirtualHostBuilder(pair, key, upstreams, rejected_upstreams, secrets, backends)
-        built = builder.build(item)
-        problems += builder.problems
+        reads = Reads(secrets, backends, upstreams, rejected_upstreams)
+        built, host_problems = cache.hosts.build(key, item, reads, _host_builder(pair, key, item))
+        problems += host_problems
         if built is not None:
             hosts.append(built[0])
             tls_files.update((tls_file.path, tls_file) for tls_file in built[1])
 
-    admitted.cache.forget_unseen()
+    cache.forget_unseen()
+    cache.hosts.keep_only({key for key, _ in host_specs if key not in in_conflict})
+    cache.upstreams.keep_only({key for key, _ in upstream_specs})
     upstream_list = [upstreams[reference] for reference in sorted(upstreams)]
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
@@ -259,7 +314,18 @@ def build_pair(
         attached=admitted.attached,
         problems=admitted.problems + sorted(problems),
         secrets_used=frozenset(secrets.used),
+        renders=cache.renders,
     )
+
+
+def _host_builder(
+    pair: LoadBalancerPair, key: ObjectKey, item: VirtualHostSpec
+) -> Callable[[Reads], BuiltHost]:
+    def build(reads: Reads) -> BuiltHost:
+        builder = VirtualHostBuilder(pair, key, reads)
+        return builder.build(item), builder.problems
+
+    return build
 
 
 @dataclass
@@ -299,7 +365,8 @@ class _Admission:
                 self.problems.append(
                     Problem(key, "spec.pairRef", f"{pair_key} does not allow namespace {key.namespace}")
                 )
-        return sorted(admitted, key=lambda entry: entry[0])
+        # By the key's fields: a tuple of strings compares in C, the dataclass's own order in Python.
+        return sorted(admitted, key=lambda entry: (entry[0].namespace, entry[0].name))
 
     def _namespace_allowed(self, namespace: str) -> bool:
         pair = self.pair

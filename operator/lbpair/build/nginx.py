@@ -21,15 +21,36 @@ POINTER_BYTES = 8  # nginx's hash element layout on 64-bit machines
 ELEMENTS_PER_BUCKET = 4
 MIN_BUCKET_BYTES = 64  # one cache line, nginx's own minimum
 MIN_HASH_SIZE = 512  # nginx's default server_names_hash_max_size
+# What nginx's proxy module puts in the same hashes as the headers a location sets (ngx_http_proxy_headers
+# and the response headers it hides by default).
+NGINX_PROXY_HEADERS = (
+    "Host",
+    "Connection",
+    "Content-Length",
+    "Transfer-Encoding",
+    "TE",
+    "Keep-Alive",
+    "Expect",
+    "Upgrade",
+    "Date",
+    "Server",
+    "X-Pad",
+    "X-Accel-Expires",
+    "X-Accel-Redirect",
+    "X-Accel-Limit-Rate",
+    "X-Accel-Buffering",
+    "X-Accel-Charset",
+)
 
 
 def _power_of_two_at_least(value: int) -> int:
     return 1 << max(value - 1, 0).bit_length()
 
 
-def server_names_hash(names: Sequence[str]) -> tuple[int, int]:
-    """server_names_hash_bucket_size and _max_size that let nginx build its hash of these names without
-    the "could not build optimal server_names_hash" warning (measured with nginx 1.22 up to 5,000 hosts).
+def hash_sizes(names: Sequence[str]) -> tuple[int, int]:
+    """The bucket size and max size (e.g. server_names_hash_bucket_size and _max_size) that let nginx build
+    its hash of these names without "could not build [optimal] ..._hash" (measured with nginx 1.22 up to
+    5,000 hosts, and names of up to 253 characters; header names of up to 64).
 
     A bucket holds a few of the longest element (a pointer, then the name and 2 bytes, aligned to a
     pointer); the table may grow to twice the number of names, so a size without overfull buckets exists.
@@ -48,7 +69,9 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
     nginx = spec.nginx
     profile = spec.node_profile
     gzip = nginx.gzip
-    bucket_size, max_size = server_names_hash([name for host in hosts for name in host.server_names])
+    bucket_size, max_size = hash_sizes([name for host in hosts for name in host.server_names])
+    header_names = {h.name.lower() for host in hosts for location in host.locations for h in location.headers}
+    headers_bucket_size, headers_max_size = hash_sizes(sorted(header_names) + list(NGINX_PROXY_HEADERS))
     return NginxMain(
         path=profile.nginx_config_path,
         user=nginx.user,
@@ -100,6 +123,8 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
         ),
         server_names_hash_bucket_size=bucket_size,
         server_names_hash_max_size=max_size,
+        proxy_headers_hash_bucket_size=headers_bucket_size,
+        proxy_headers_hash_max_size=headers_max_size,
         status_path=status_path(spec),
         status_port=profile.nginx_status_port,
         includes=includes,

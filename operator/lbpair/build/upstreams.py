@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
-from lbpair.build.backends import BackendRefused, Backends
+from lbpair.build.backends import BackendRefused
 from lbpair.build.problems import Problem
+from lbpair.build.reads import Reads
 from lbpair.model.pair import PairSpec
 from lbpair.model.upstream import UpstreamSpec
 from lbpair.render.model import Balancing, BalancingMethod, ObjectKey, Upstream, UpstreamServer
@@ -31,7 +32,7 @@ def safe_stem(namespace: str, name: str) -> str:
 
 
 def upstream(
-    pair_spec: PairSpec, key: ObjectKey, spec: UpstreamSpec, backends: Backends
+    pair_spec: PairSpec, key: ObjectKey, spec: UpstreamSpec, reads: Reads
 ) -> Upstream | list[Problem]:
     """The render-model upstream: one nginx server per address a server's host stands for, with the
     server's weight and flags; or, when a host does not resolve or is not allowed, the problems."""
@@ -39,7 +40,7 @@ def upstream(
     problems: list[Problem] = []
     for index, server in enumerate(spec.servers):
         try:
-            addresses = backends.addresses(server.address)
+            addresses = reads.addresses(server.address)
         except BackendRefused as refused:
             problems.append(Problem(key, f"spec.servers[{index}].address", str(refused)))
             continue

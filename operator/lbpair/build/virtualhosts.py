@@ -7,19 +7,19 @@ spec.limits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from lbpair.build.backends import BackendRefused, Backends
+from lbpair.build.backends import BackendRefused
 from lbpair.build.problems import Problem
-from lbpair.build.resources import SecretReader, SecretUnusable
+from lbpair.build.reads import Reads
+from lbpair.build.resources import SecretUnusable
 from lbpair.build.tls import tls_pair_problems
 from lbpair.build.upstreams import safe_stem
 from lbpair.model.files import ManagedFile
 from lbpair.model.pair import LoadBalancerPair
-from lbpair.model.secret import TLS_SECRET_TYPE
 from lbpair.model.sizes import size_bytes
 from lbpair.model.virtualhost import Location as LocationSpec
 from lbpair.model.virtualhost import ProxySettings
@@ -82,7 +82,7 @@ def effective_proxy(defaults: ProxySettings, location: ProxySettings) -> ProxySe
     """The location's settings over the VirtualHost's: field by field, headers merged by name
     (case-insensitively, as HTTP compares them), the location's winning."""
     if location == NO_OVERRIDES:
-        return defaults  # the common case, and validating a merged copy is the costly part
+        return defaults  # the common case
     headers = {header.name.lower(): header for header in defaults.headers}
     headers.update({header.name.lower(): header for header in location.headers})
     merged = {
@@ -92,7 +92,9 @@ def effective_proxy(defaults: ProxySettings, location: ProxySettings) -> ProxySe
         for name in ProxySettings.model_fields
     }
     merged["headers"] = list(headers.values())
-    return ProxySettings.model_validate(merged)
+    # Not validated again: each part was (and what a location inherits, by the VirtualHost model), and the
+    # merged headers may be more than one list's cap of 32, which the tenant could not have seen refused.
+    return ProxySettings.model_construct(**merged)
 
 
 def location(
@@ -151,11 +153,8 @@ class VirtualHostBuilder:
 
     pair: LoadBalancerPair
     key: ObjectKey
-    upstreams: Mapping[tuple[str, str], Upstream]
-    rejected_upstreams: Mapping[tuple[str, str], str]
-    """Upstreams of this pair that are left out, with why."""
-    secrets: SecretReader
-    backends: Backends
+    reads: Reads
+    """Everything the build reads besides the spec and the pair (see lbpair.build.reads)."""
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, path: str, message: str) -> None:
@@ -167,7 +166,7 @@ class VirtualHostBuilder:
         parts = urlsplit(spec.url)
         host, _, port = parts.netloc.partition(":")
         try:
-            addresses = self.backends.addresses(host)
+            addresses = self.reads.addresses(host)
         except BackendRefused as refused:
             self.problem(f"spec.locations[{index}].url", str(refused))
             return None
@@ -203,19 +202,18 @@ class VirtualHostBuilder:
     def resolve_upstream(self, index: int, spec: LocationSpec) -> Upstream | None:
         if spec.upstream_ref is None:
             return None
-        reference = (self.key.namespace, spec.upstream_ref.name)
+        upstream = self.reads.upstream(self.key.namespace, spec.upstream_ref.name)
         path = f"spec.locations[{index}].upstreamRef.name"
-        if reference in self.rejected_upstreams:
-            self.problem(
-                path, f"Upstream {spec.upstream_ref.name} is not usable: {self.rejected_upstreams[reference]}"
-            )
-        elif reference not in self.upstreams:
+        if isinstance(upstream, str):
+            self.problem(path, f"Upstream {spec.upstream_ref.name} is not usable: {upstream}")
+            return None
+        if upstream is None:
             self.problem(
                 path,
                 f"Upstream {spec.upstream_ref.name} not found in namespace {self.key.namespace}"
                 f" (or not attached to pair {self.pair.metadata.name})",
             )
-        return self.upstreams.get(reference)
+        return upstream
 
     def tls_files(self, virtual_host: VirtualHostSpec) -> list[ManagedFile]:
         tls = virtual_host.spec.tls
@@ -223,7 +221,7 @@ class VirtualHostBuilder:
             return []
         try:
             certificate, private_key = (
-                self.secrets.text(self.key.namespace, tls.secret_name, key, secret_type=TLS_SECRET_TYPE)
+                self.reads.tls_text(self.key.namespace, tls.secret_name, key)
                 for key in ("tls.crt", "tls.key")
             )
         except SecretUnusable as error:
@@ -300,12 +298,12 @@ def declared_listeners(pair: LoadBalancerPair) -> str:
     return ", ".join(f"{listener.port}/{listener.protocol}" for listener in pair.spec.listeners)
 
 
-def claim_order(entry: tuple[ObjectKey, VirtualHostSpec]) -> tuple[datetime, ObjectKey]:
+def claim_order(entry: tuple[ObjectKey, VirtualHostSpec]) -> tuple[datetime, str, str]:
     """Oldest first, like Gateway API: creationTimestamp never changes, so a newer object can never take
     what an older one holds, whatever its name. Ties (the API server counts whole seconds) go by
     namespace/name; an object without a timestamp (not from an API server) counts as the newest."""
     key, virtual_host = entry
-    return (virtual_host.metadata.creation_timestamp or NEWEST, key)
+    return (virtual_host.metadata.creation_timestamp or NEWEST, key.namespace, key.name)
 
 
 def duplicate_server_names(virtual_hosts: Sequence[tuple[ObjectKey, VirtualHostSpec]]) -> list[Problem]:

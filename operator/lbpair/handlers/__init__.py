@@ -90,7 +90,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.resolver = CachingResolver()
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()
-    memo.generations = SpecGenerations()
+    memo.generations = LastSeen()  # attached objects' metadata.generation: bumped on spec changes only
+    memo.namespace_labels_seen = LastSeen()
     memo.drill_tokens = {}
     loop = asyncio.get_running_loop()
 
@@ -141,20 +142,20 @@ def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]
 # Changes to what a pair uses wake its loop.
 
 
-class SpecGenerations:
-    """The metadata.generation last seen per attached object. The API server bumps it on spec changes
-    only, so a status write (above all the operator's own, one per object it programs) wakes no pass."""
+class LastSeen:
+    """What a pass reads of each watched object, as last seen: an event that changes none of it (a status
+    write, above all the operator's own, one per object it programs; an annotation) wakes no pass."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str, str], int] = {}
+        self._seen: dict[tuple[str, ...], object] = {}
 
-    def changed(self, key: tuple[str, str, str], generation: int, *, deleted: bool) -> bool:
+    def changed(self, key: tuple[str, ...], value: object, *, deleted: bool) -> bool:
         if deleted:
             self._seen.pop(key, None)
             return True
         previous = self._seen.get(key)
-        self._seen[key] = generation
-        return previous != generation
+        self._seen[key] = value
+        return previous != value
 
 
 @kopf.on.event(GROUP, VERSION, "upstreams", id="upstream-changed")
@@ -189,9 +190,12 @@ async def drill_requested(
 
 
 @kopf.on.event("", "v1", "namespaces", id="namespace-changed")
-async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
+async def namespace_changed(
+    name: str | None, labels: kopf.Labels, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     # Label changes can admit or evict attached objects of pairs with a namespace selector.
-    memo.wakeups.wake_all()
+    if memo.namespace_labels_seen.changed((name or "",), dict(labels), deleted=type == "DELETED"):
+        memo.wakeups.wake_all()
 
 
 @kopf.daemon(GROUP, VERSION, "loadbalancerpairs", id="converge", cancellation_timeout=30)

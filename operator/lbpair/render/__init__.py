@@ -3,11 +3,13 @@ with content hashes.
 
 The only package that imports jinja2. No clock, no I/O besides reading the packaged templates; the same
 state always renders byte-identical files, so a hash comparison tells whether a node is up to date.
+A pass usually changes one object or none, so a pair's renders go through a `RenderMemo`: a file whose
+render-model part is equal to the last render's is not rendered again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -26,6 +28,7 @@ _ENVIRONMENT = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     keep_trailing_newline=True,
+    auto_reload=False,  # packaged templates never change while running; checking costs a stat per file
 )
 _ENVIRONMENT.filters.update(FILTERS)
 
@@ -50,32 +53,59 @@ def render_template(template: str, **context: Any) -> str:  # noqa: ANN401 - con
     return _ENVIRONMENT.get_template(template).render(**context)
 
 
-def render_nginx_files(state: DesiredState) -> tuple[list[ManagedFile], str]:
+@dataclass
+class RenderMemo:
+    """The files of a pair's last render, by path, with the template and context each came from. At
+    thousands of VirtualHosts running the templates is most of a render, and a pass usually changes one
+    object or none. The render-model types are plain frozen dataclasses, so equal contexts render
+    byte-identical files. One memo serves one pair (its passes never overlap)."""
+
+    _files: dict[str, tuple[str, dict[str, Any], ManagedFile]] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+    last: tuple[DesiredState, dict[str, RenderedNode]] | None = None
+    """The last state rendered and its nodes: a pass that reuses its build (nothing changed) renders
+    nothing."""
+
+    def file(self, path: str, template: str, mode: int, **context: Any) -> ManagedFile:  # noqa: ANN401
+        """The file `template` renders from `context`, from the memo when both are as last time."""
+        self._seen.add(path)
+        cached = self._files.get(path)
+        if cached is not None and cached[0] == template and cached[1] == context:
+            return cached[2]
+        rendered = ManagedFile(path, render_template(template, **context), mode)
+        self._files[path] = (template, context, rendered)
+        return rendered
+
+    def forget_unseen(self) -> None:
+        """Drop the files the last render did not produce (removed objects)."""
+        for path in self._files.keys() - self._seen:
+            del self._files[path]
+        self._seen.clear()
+
+
+def render_nginx_files(state: DesiredState, memo: RenderMemo) -> tuple[list[ManagedFile], str]:
     """The nginx files (identical on both nodes) and their hash, which the status file serves."""
     banner = f"Managed by lbpair-operator for {state.pair}; local changes are overwritten."
-    files = [
-        ManagedFile(
-            state.nginx.path,
-            render_template("nginx.conf.j2", banner=banner, main=state.nginx),
-            CONFIG_FILE_MODE,
-        )
-    ]
+    files = [memo.file(state.nginx.path, "nginx.conf.j2", CONFIG_FILE_MODE, banner=banner, main=state.nginx)]
     files += [
-        ManagedFile(
-            upstream.path,
-            render_template("upstream.conf.j2", banner=banner, upstream=upstream),
-            CONFIG_FILE_MODE,
-        )
+        memo.file(upstream.path, "upstream.conf.j2", CONFIG_FILE_MODE, banner=banner, upstream=upstream)
         for upstream in state.upstreams
     ]
     files += [
-        ManagedFile(host.path, render_template("vhost.conf.j2", banner=banner, host=host), CONFIG_FILE_MODE)
+        memo.file(host.path, "vhost.conf.j2", CONFIG_FILE_MODE, banner=banner, host=host)
         for host in state.virtual_hosts
     ]
     files += state.tls_files
     nginx_hash = manifest_hash(files)
-    status = render_template("status.conf.j2", banner=banner, main=state.nginx, nginx_hash=nginx_hash)
-    return [*files, ManagedFile(state.nginx.status_path, status, CONFIG_FILE_MODE)], nginx_hash
+    status = memo.file(
+        state.nginx.status_path,
+        "status.conf.j2",
+        CONFIG_FILE_MODE,
+        banner=banner,
+        main=state.nginx,
+        nginx_hash=nginx_hash,
+    )
+    return [*files, status], nginx_hash
 
 
 def _render_node(
@@ -103,14 +133,22 @@ def _render_node(
     )
 
 
-def render_pair(state: DesiredState) -> dict[str, RenderedNode]:
+def render_pair(state: DesiredState, memo: RenderMemo | None = None) -> dict[str, RenderedNode]:
     """Node name → that node's files, in the pair's node order. The nginx files are the same on both
-    nodes and rendered once."""
-    nginx, nginx_hash = render_nginx_files(state)
-    return {node.name: _render_node(state, node, nginx, nginx_hash) for node in state.nodes}
+    nodes and rendered once; with the pair's `memo`, only those whose inputs changed since its last
+    render."""
+    memo = memo or RenderMemo()
+    if memo.last is not None and memo.last[0] is state:
+        return memo.last[1]
+    nginx, nginx_hash = render_nginx_files(state, memo)
+    memo.forget_unseen()
+    rendered = {node.name: _render_node(state, node, nginx, nginx_hash) for node in state.nodes}
+    memo.last = (state, rendered)
+    return rendered
 
 
 __all__ = [
+    "RenderMemo",
     "RenderedNode",
     "render_nginx_files",
     "render_pair",

@@ -116,6 +116,8 @@ class NginxMain:
     gzip: Gzip
     server_names_hash_bucket_size: int
     server_names_hash_max_size: int
+    proxy_headers_hash_bucket_size: int
+    proxy_headers_hash_max_size: int
     status_path: str
     status_port: int
     includes: list[str]
