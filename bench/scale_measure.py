@@ -51,7 +51,7 @@ class ApiWriteWatch:
         for watched, process in self._watches.items():
             process.terminate()
             output, _ = process.communicate(timeout=30)
-            self._writes += [(watched, name, event) for name, event in _watch_events(output)]
+            self._writes += [(watched, name, event) for name, event in watch_events(output)]
 
     def report(self, *, user_writes: int) -> dict[str, Any]:
         by_object = Counter(f"{kind}/{name}" for kind, name, _ in self._writes)
@@ -63,7 +63,7 @@ class ApiWriteWatch:
         }
 
 
-def _watch_events(output: str) -> list[tuple[str, str]]:
+def watch_events(output: str) -> list[tuple[str, str]]:
     """(object name, event type) of each watch event in kubectl's stream of JSON documents."""
     decoder, events, position = json.JSONDecoder(), [], 0
     while (position := _skip_space(output, position)) < len(output):
