@@ -66,6 +66,7 @@ class AnsiblePush:
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_dir),
             "ANSIBLE_LOCAL_TEMP": str(self.workdir / "tmp"),
             "ANSIBLE_HOME": str(self.workdir / "home"),
+            "LC_ALL": "C.UTF-8",  # ansible-core refuses to start without a UTF-8 locale
         }
         command = [
             str(self.bin_dir / "ansible-playbook"),
