@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ansible import AnsiblePush, install_ansible
-from bench.scale_measure import ApiWriteWatch, ProcessStats, lab_rss_mib, log_timings
+from bench.scale_measure import ApiWriteWatch, ProcessStats, lab_rss_mib, log_timings, pass_outcomes
 from bench.stats import summary
 from testbed.addressing import Segment
 from testbed.cluster import REPO_ROOT, ControlPlane, throwaway_run_dir, tools_bin_dir
@@ -243,14 +243,17 @@ def one_size(scale: Scale, push: AnsiblePush, size: int, args: argparse.Namespac
     operator = [scale.edit() for _ in range(args.edits)]
     figures["edit_to_served_both_nodes_seconds"] = summary(operator)
     figures["operator_log_seconds"] = edit_timings(scale, offset, args.edits)
+    # Idle before Ansible's turn: the operator then runs as it does between edits, never just after a pause.
+    wait_for(lambda: scale.ready(PAIR), timeout=600, interval=1, what="pair 1 Ready")
+    stats, offset = ProcessStats(scale.operator_pid), len(scale.operator.log())
+    figures["operator_rss_mib"] = stats.rss_mib()
+    figures["operator_idle_cpu_percent_of_one_core"] = stats.cpu_percent(args.idle_seconds)
+    figures["idle_seconds"] = args.idle_seconds
+    figures["idle_passes"] = pass_outcomes(scale.operator.log()[offset:], f"{NAMESPACE}/{PAIR}")
     ansible = ansible_side(scale, push, args.edits)
     figures["ansible_edit_to_served_both_nodes_seconds"] = ansible
     figures["operator_over_ansible_median_ratio"] = round(summary(operator)["median"] / ansible["median"], 3)
     wait_for(lambda: scale.ready(PAIR), timeout=600, interval=1, what="pair 1 Ready after Ansible")
-    stats = ProcessStats(scale.operator_pid)
-    figures["operator_rss_mib"] = stats.rss_mib()
-    figures["operator_idle_cpu_percent_of_one_core"] = stats.cpu_percent(args.idle_seconds)
-    figures["idle_seconds"] = args.idle_seconds
     return figures
 
 

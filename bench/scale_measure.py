@@ -122,7 +122,7 @@ def lab_rss_mib() -> float:
     return round(sum(_vm_rss_kib(Path(f"/proc/{pid}")) for pid in pids) / 1024, 1)
 
 
-_PASS = re.compile(r"pass pair=(?P<pair>\S+) outcome=applied seconds=(?P<seconds>[\d.]+)")
+_PASS = re.compile(r"pass pair=(?P<pair>\S+) outcome=(?P<outcome>\S+) seconds=(?P<seconds>[\d.]+)")
 _ROLLOUT = re.compile(
     r"node rollout pair=(?P<pair>\S+) node=(?P<node>\S+) outcome=applied .*seconds=(?P<seconds>[\d.]+)"
 )
@@ -131,7 +131,9 @@ _ROLLOUT = re.compile(
 def log_timings(log: str, pair: str) -> dict[str, Any]:
     """The operator's own seconds for the applied passes of `pair` in `log` and for each node's rollout
     within them (what the rest of edit -> served is: coalescing, watch delivery, the probe of traffic)."""
-    passes = [float(m["seconds"]) for m in _PASS.finditer(log) if m["pair"] == pair]
+    passes = [
+        float(m["seconds"]) for m in _PASS.finditer(log) if (m["pair"], m["outcome"]) == (pair, "applied")
+    ]
     rollouts: dict[str, list[float]] = {}
     for match in _ROLLOUT.finditer(log):
         if match["pair"] == pair:
@@ -139,3 +141,12 @@ def log_timings(log: str, pair: str) -> dict[str, Any]:
     timings: dict[str, Any] = {"applied_pass": summary(passes)} if passes else {}
     timings.update({f"rollout_{node}": summary(seconds) for node, seconds in sorted(rollouts.items())})
     return timings
+
+
+def pass_outcomes(log: str, pair: str) -> dict[str, Any]:
+    """The passes of `pair` in `log` by outcome, with their seconds (where an idle operator spends CPU)."""
+    seconds: dict[str, list[float]] = {}
+    for match in _PASS.finditer(log):
+        if match["pair"] == pair:
+            seconds.setdefault(match["outcome"], []).append(float(match["seconds"]))
+    return {outcome: summary(values) for outcome, values in sorted(seconds.items())}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.ansible import EDIT_PATH_MARK, AnsiblePush
-from bench.scale_measure import log_timings, watch_events
+from bench.scale_measure import log_timings, pass_outcomes, watch_events
 
 
 def test_every_watch_event_is_one_write_of_the_object_it_names() -> None:
@@ -40,6 +40,11 @@ pass pair=ns/p2 outcome=applied seconds=9.000 files_changed=2 reloads=nginx@lb4
     assert (timings["applied_pass"]["median"], timings["applied_pass"]["runs"]) == (1.1, 1)
     assert timings["rollout_lb2"]["median"] == 0.4
     assert log_timings("", "ns/p1") == {}
+    outcomes = pass_outcomes(log, "ns/p1")
+    assert {outcome: figures["runs"] for outcome, figures in outcomes.items()} == {
+        "applied": 1,
+        "unchanged": 1,
+    }
 
 
 def test_the_ansible_template_is_the_operators_file_with_the_edited_path_as_its_variable(
