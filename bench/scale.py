@@ -1,4 +1,4 @@
-"""Scale benchmark (issue 9): `make bench-scale` (root; about 20 minutes at 1/500/5,000 VirtualHosts).
+"""Scale benchmark (issue 9): `make bench-scale` (root; meant to stay within ~20 minutes at 1/500/5,000).
 
 On a fresh control plane and a lab of ten pairs of LB nodes (20 nodes), with the operator running as the
 chart's ServiceAccount at its default probe interval:
