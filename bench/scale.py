@@ -308,6 +308,10 @@ def deployed(workdir: Path) -> Iterator[tuple[Scale, dict[str, Any]]]:
                 lambda pair=pair: scale.ready(pair_name(pair)), timeout=300, what=f"{pair_name(pair)} Ready"
             )
         yield scale, lab_figures
+    except BaseException:
+        if operator is not None:  # the log goes with the temporary directory: show its end first
+            operator.stop_and_show_log(lines=200)
+        raise
     finally:
         if lab is not None:
             lab.heal_mgmt()
