@@ -10,7 +10,8 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/operator
 export PATH := $(LBPAIR_TOOLS_BIN):$(PATH)
 PYTEST_FLAGS ?=
 
-.PHONY: deps lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench
+.PHONY: deps lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench \
+	bench-scale
 
 deps:
 	hack/install-deps.sh
@@ -59,6 +60,11 @@ bench: deps
 	$(PY) -m bench.run $(BENCH_FLAGS)
 	$(PY) -m bench.agent_swap
 	$(PY) -m bench.render
+
+# Scale (issue 9): ten pairs on one operator, 1/500/5,000 VirtualHosts on a pair, Ansible side by side
+# (ansible-core in a venv of its own, hack/install-ansible.sh); merges "scale" into bench/results.json.
+bench-scale: deps
+	$(PY) -m bench.scale $(BENCH_SCALE_FLAGS)
 
 # Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
 clean:

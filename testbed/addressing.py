@@ -54,18 +54,28 @@ BACKEND_PORTS = (80, 8080)
 # Host numbers, the same in every plan. VIPs are reserved on the front network for keepalived; nothing
 # is configured with them statically.
 ROOT_MGMT_HOST_NUMBER = 1
-# Pairs of LB nodes a lab can have: pair P's nodes are lb(2P-1) and lb(2P), LB node N is .10+N on the
-# front and mgmt networks and .N on the back network, and pair P's VIPs are front .20P-10 and .20P. Four
-# pairs keep every number clear of the others: nodes .11-.18, VIPs .10-.80, backends back .11/.12,
-# client .100.
-MAX_PAIRS = 4
+# Pairs of LB nodes a lab can have: pair P's nodes are lb(2P-1) and lb(2P). The first four pairs keep the
+# numbers the samples, docs and older tests were written with: LB node N (1-8) is .10+N on the front and
+# mgmt networks and .N on the back network, and pair P's VIPs are front .20P-10 and .20P (.10-.80). Nodes
+# from lb9 on are .100+N on all three networks (.109-.124) and pairs from 5 on have VIPs .200+2P-1 and
+# .200+2P (.209-.224), which keeps them clear of the backends (back .11/.12), the client (front .100) and
+# the root namespace (mgmt .1). Twelve pairs (24 LB nodes) leave room above the ten the scale bench runs.
+MAX_PAIRS = 12
 PAIRS_VARIABLE = "LBPAIR_LAB_PAIRS"
+_FIRST_HIGH_NODE = 9  # LB nodes numbered from here on sit in the .100+N block
+_FIRST_HIGH_PAIR = 5  # pairs numbered from here on have their VIPs in the .200+2P block
 
 InterfaceLayout = tuple[tuple[str, Segment, int], ...]  # (name inside the host, segment, host number)
 
 
 def lb_interfaces(number: int) -> InterfaceLayout:
     """LB node `number` (lb1 is 1): front (VRRP, VIPs) on eth0, backends on eth1, sshd on mgmt0."""
+    if number >= _FIRST_HIGH_NODE:
+        return (
+            ("eth0", Segment.FRONT, 100 + number),
+            ("eth1", Segment.BACK, 100 + number),
+            ("mgmt0", Segment.MGMT, 100 + number),
+        )
     return (
         ("eth0", Segment.FRONT, 10 + number),
         ("eth1", Segment.BACK, number),
@@ -86,8 +96,10 @@ def pair_nodes(pair: int) -> tuple[str, str]:
 
 def pair_vip_host_numbers(pair: int) -> tuple[int, int]:
     """Front-network host numbers reserved for pair `pair`'s VIPs: .10 and .20 for pair 1, .30 and .40
-    for pair 2, ..."""
+    for pair 2, ..., .209 and .210 for pair 5, ..."""
     _check_pair(pair)
+    if pair >= _FIRST_HIGH_PAIR:
+        return (200 + 2 * pair - 1, 200 + 2 * pair)
     return (20 * pair - 10, 20 * pair)
 
 

@@ -293,9 +293,13 @@ def cleanup(progress: Progress = stderr_progress) -> None:
         run(["ip", "netns", "delete", namespace])
     if namespaces:
         progress(f"deleted namespaces {' '.join(namespaces)}")
-    # Deleting lbp-sw removes the veth pair; this covers a root link left without its switch.
+    # Deleting lbp-sw removes the veth pair; this covers a root link left without its switch. The kernel
+    # tears a deleted namespace down in the background (longer with more nodes), so the link may vanish
+    # between the check and the delete: only a link that is still there afterwards is an error.
     if _root_link_exists(ROOT_MGMT_LINK):
-        run(["ip", "link", "delete", "dev", ROOT_MGMT_LINK])
+        deleted = run(["ip", "link", "delete", "dev", ROOT_MGMT_LINK], check=False)
+        if deleted.returncode != 0 and _root_link_exists(ROOT_MGMT_LINK):
+            raise LabCommandError(deleted.returncode, deleted.args, deleted.stdout, deleted.stderr)
         progress(f"deleted root link {ROOT_MGMT_LINK}")
     etc_dirs = sorted(ETC_NETNS.glob(f"{NAME_PREFIX}*")) if ETC_NETNS.is_dir() else []
     for etc_dir in etc_dirs:

@@ -16,6 +16,7 @@ from typing import Any
 
 PREFIX = "LBPAIR_"
 MAX_PORT = 65535
+MAX_PASS_THREADS = 1024
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS label, as Kubernetes names one
 
 
@@ -46,6 +47,11 @@ class OperatorConfig:
     metrics_port: int = 9090
     """The TCP port serving Prometheus metrics at /metrics (lbpair.metrics); 0: no metrics endpoint. Not
     kopf's liveness port (the chart's healthPort, 8080)."""
+    pass_threads: int = 32
+    """Threads for the blocking work of pairs (their passes, a deleted pair's node cleanup), shared by all
+    pairs: this many pairs run at once, so set it to at least the number of pairs (each pair runs one pass
+    at a time); pairs beyond it take turns. Bounded, unlike one thread per pair, and far above asyncio's
+    default pool (CPUs + 4), where a few pairs with hung nodes would hold up every other pair."""
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -91,6 +97,16 @@ def _port(variable: str, text: str) -> int:
     return value
 
 
+def _thread_count(variable: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{variable}={text!r} is not a number of threads") from None
+    if not 1 <= value <= MAX_PASS_THREADS:
+        raise ConfigError(f"{variable}={text!r} must be from 1 to {MAX_PASS_THREADS} threads")
+    return value
+
+
 def _namespace_list(variable: str, text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
@@ -99,5 +115,9 @@ def _namespace_list(variable: str, text: str) -> tuple[str, ...]:
     return names
 
 
-_PARSERS: dict[str, Callable[[str, str], Any]] = {"secret_namespaces": _namespace_list, "metrics_port": _port}
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "secret_namespaces": _namespace_list,
+    "metrics_port": _port,
+    "pass_threads": _thread_count,
+}
 """Each field's parser; the others are seconds (_positive_seconds)."""

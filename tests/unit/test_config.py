@@ -48,3 +48,13 @@ def test_metrics_port_is_a_port_number_and_zero_turns_the_endpoint_off() -> None
         OperatorConfig.from_environment({"LBPAIR_METRICS_PORT": "http"})
     with pytest.raises(ConfigError, match="LBPAIR_METRICS_PORT='70000' must be a port from 1 to 65535"):
         OperatorConfig.from_environment({"LBPAIR_METRICS_PORT": "70000"})
+
+
+def test_pass_threads_is_a_bounded_count_of_threads() -> None:
+    assert OperatorConfig().pass_threads >= 10  # issue 9: ten pairs on one operator run at once
+    assert OperatorConfig.from_environment({"LBPAIR_PASS_THREADS": "64"}).pass_threads == 64
+    with pytest.raises(ConfigError, match="LBPAIR_PASS_THREADS='many' is not a number of threads"):
+        OperatorConfig.from_environment({"LBPAIR_PASS_THREADS": "many"})
+    for text in ("0", "1025"):
+        with pytest.raises(ConfigError, match=f"LBPAIR_PASS_THREADS='{text}' must be from 1 to 1024 threads"):
+            OperatorConfig.from_environment({"LBPAIR_PASS_THREADS": text})

@@ -83,6 +83,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     logging.getLogger("kopf.objects").addFilter(QuietSuccess())
     config = OperatorConfig.from_environment()
     memo.config = config
+    # The pairs' blocking work (passes, a deleted pair's cleanup) runs here, not in asyncio's default pool
+    # (CPUs + 4 threads, shared with anything else that calls to_thread): bounded, sized for the pairs.
+    memo.pair_threads = ThreadPoolExecutor(max_workers=config.pass_threads, thread_name_prefix="pair")
     await asyncio.to_thread(load_client_config)
     metrics = PrometheusRecorder()
     memo.stop_metrics = metrics.serve(config.metrics_port).stop if config.metrics_port else None
@@ -113,6 +116,7 @@ async def close_connections(memo: kopf.Memo, **_: Any) -> None:
     memo.secrets.stop()
     await asyncio.to_thread(memo.reconciler.close)
     memo.resolver.close()
+    memo.pair_threads.shutdown(wait=False, cancel_futures=True)
     if memo.stop_metrics:
         memo.stop_metrics()
 
@@ -212,9 +216,8 @@ async def converge(
     key = ObjectRef(namespace or "", name)
     indexes = Indexes(kwargs)
     wakeup = memo.wakeups.event(key)
-    # Each pair's passes run on a thread of their own: a pair whose node hangs never holds up another's
-    # passes, as it would in asyncio's shared default pool (a handful of threads on a small machine).
-    pass_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pass-{key}")
+    # The pair runs one pass at a time on a thread of memo.pair_threads: a pair whose node hangs holds one
+    # thread, never another pair's passes (as long as there are at most config.pass_threads pairs).
     loop = asyncio.get_running_loop()
     coalescing, after_change = Coalescing(memo.config), False
     try:
@@ -228,7 +231,7 @@ async def converge(
                 namespace_labels=indexes.lookup("namespace_labels"),
                 resolve=memo.resolver,
             )
-            events = await loop.run_in_executor(pass_thread, memo.reconciler.run_pass, resources)
+            events = await loop.run_in_executor(memo.pair_threads, memo.reconciler.run_pass, resources)
             attached = resources.attached_by_key()
             for event in events:
                 # An attached object's event goes on the object itself (it may be gone by now: then the pair).
@@ -244,7 +247,6 @@ async def converge(
                 await _wait_for_quiet(wakeup, memo.config)
     finally:
         memo.wakeups.forget(key)
-        pass_thread.shutdown(wait=False, cancel_futures=True)
 
 
 class Indexes:
@@ -317,8 +319,8 @@ async def _wait_for_change(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, t
 @kopf.on.delete(GROUP, VERSION, "loadbalancerpairs", id="remove-from-nodes")
 async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Per the pair's deletionPolicy; an unreachable node keeps the finalizer until it can be cleaned."""
-    problem = await asyncio.to_thread(
-        memo.reconciler.remove_from_nodes, dict(body), memo.secrets.store.lookup
+    problem = await asyncio.get_running_loop().run_in_executor(
+        memo.pair_threads, memo.reconciler.remove_from_nodes, dict(body), memo.secrets.store.lookup
     )
     key = ObjectRef(body.metadata.namespace or "", body.metadata.name or "")
     if problem:
