@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
-from lbpair.build.keepalived import check_script, keepalived
+from lbpair.build.keepalived import TRACK_DIRECTORY, check_script, keepalived, nginx_watch
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
 from lbpair.build.resources import (
@@ -102,7 +102,7 @@ def node_layout(spec: PairSpec) -> NodeLayout:
         keepalived_config_path=profile.keepalived_config_path,
         status_port=profile.nginx_status_port,
         nginx_pid_path=profile.nginx_pid_path,
-        directories=(profile.nginx_cache_dir,),
+        directories=(profile.nginx_cache_dir, TRACK_DIRECTORY),
     )
 
 
@@ -243,7 +243,10 @@ def build_pair(
     upstream_list = [upstreams[reference] for reference in sorted(upstreams)]
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
-        nodes=[NodeConfig(node.name, keepalived(pair, node, auth_pass)) for node in spec.nodes],
+        nodes=[
+            NodeConfig(node.name, keepalived(pair, node, auth_pass), nginx_watch(spec, node))
+            for node in spec.nodes
+        ],
         nginx=nginx_main(spec, [u.path for u in upstream_list] + [h.path for h in hosts], hosts),
         upstreams=upstream_list,
         virtual_hosts=hosts,
