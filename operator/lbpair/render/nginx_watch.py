@@ -92,13 +92,15 @@ def accepts(address: str, port: int) -> bool:
 
 
 def master_pid(pid_file: Path) -> int | None:
-    """The pid in nginx's pid file if that process is an nginx."""
+    """The pid in nginx's pid file if that process is a live nginx (not a zombie: its pidfd would read
+    as exited at once, and the watcher would spin on it)."""
     try:
         pid = int(pid_file.read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return None
-    return pid if comm == "nginx" else None
+    name, _, rest = stat.partition("(")[2].rpartition(")")
+    return pid if name == "nginx" and rest.split()[:1] != ["Z"] else None
 
 
 def write_atomically(path: Path, text: str) -> None:
