@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.crash import hung_node, kill_storm
+from bench.failover import FAULTS, failover_faults
 from bench.isolation import refused_objects
 from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
@@ -235,7 +236,15 @@ def measure(name: str, action: Callable[[], Any], results: dict[str, Any]) -> No
     print(f"[bench] {name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
 
 
-SCENARIOS = ("apply_to_live", "failover", "pushes_under_load", "kill_storm", "hung_node", "refused_objects")
+SCENARIOS = (
+    "apply_to_live",
+    "failover",
+    "failover_faults",
+    "pushes_under_load",
+    "kill_storm",
+    "hung_node",
+    "refused_objects",
+)
 
 
 def main() -> int:
@@ -251,12 +260,26 @@ def main() -> int:
     parser.add_argument(
         "--refused-objects", type=int, default=100, help="objects nginx refuses, fed one after another"
     )
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"failover_faults: comma-separated, from {', '.join(FAULTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=None,
+        help="failover_faults: runs with the seed's settings per fault (default: --runs; 0: none)",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args()
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenarios {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    unknown_faults = sorted({name.strip() for name in args.faults.split(",") if name.strip()} - set(FAULTS))
+    if unknown_faults:
+        parser.error(f"unknown faults {', '.join(unknown_faults)}; choose from {', '.join(FAULTS)}")
     # A SIGTERM (e.g. from a CI timeout) must still run the teardown in deployed().
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {"runs": args.runs}
@@ -267,6 +290,10 @@ def main() -> int:
             # The seed's check script restarts a dead nginx, which (rightly) keeps the VIP where it is.
             bench.tune({"healthCheck": {"restartNginx": False}})
             measure("failover_seed_settings", lambda: bench.failover(args.runs), results)
+        if "failover_faults" in scenarios:
+            faults = [name.strip() for name in args.faults.split(",") if name.strip()]
+            baseline = args.runs if args.baseline_runs is None else args.baseline_runs
+            measure("failover_faults", lambda: failover_faults(bench, faults, args.runs, baseline), results)
         if "pushes_under_load" in scenarios:
             measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
         if "failover" in scenarios:
