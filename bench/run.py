@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.crash import hung_node, kill_storm
-from bench.failover import FAULTS, failover_faults
+from bench.failover import FAULTS, failover_fault
 from bench.isolation import refused_objects
 from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
@@ -293,7 +293,12 @@ def main() -> int:
         if "failover_faults" in scenarios:
             faults = [name.strip() for name in args.faults.split(",") if name.strip()]
             baseline = args.runs if args.baseline_runs is None else args.baseline_runs
-            measure("failover_faults", lambda: failover_faults(bench, faults, args.runs, baseline), results)
+            for fault in faults:
+                measure(
+                    f"failover_{fault}",
+                    lambda fault=fault: failover_fault(bench, fault, args.runs, baseline),
+                    results,
+                )
         if "pushes_under_load" in scenarios:
             measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
         if "failover" in scenarios:
