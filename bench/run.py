@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,11 +295,8 @@ def main() -> int:
             faults = [name.strip() for name in args.faults.split(",") if name.strip()]
             baseline = args.runs if args.baseline_runs is None else args.baseline_runs
             for fault in faults:
-                measure(
-                    f"failover_{fault}",
-                    lambda fault=fault: failover_fault(bench, fault, args.runs, baseline),
-                    results,
-                )
+                one_fault = partial(failover_fault, bench, fault, args.runs, baseline)
+                measure(f"failover_{fault}", one_fault, results)
         if "pushes_under_load" in scenarios:
             measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
         if "failover" in scenarios:
