@@ -169,6 +169,7 @@ def main(argv: list[str]) -> int:
     script, config_path = Path(argv[0]).resolve(), Path(argv[1])
     config = WatchConfig.load(config_path)
     config.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    config.track_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # the agent makes it too
     lock = os.open(config.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         # One watcher per node. The lock closes on execv (an update), and the new image takes it again.
