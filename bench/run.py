@@ -4,6 +4,10 @@
 2. failover: nginx stopped on the VIP holder until the client is served through the VIP by the peer, and
    the requests that failed meanwhile (a new connection every 20 ms), for the seed's VRRP settings and
    for tuned ones (VRRPv3, 100 ms adverts, 1 s check, FAULT on failure).
+   failover_faults (bench/failover.py): per fault on the holder (nginx stopped, nginx SIGKILLed,
+   keepalived SIGKILLed, power off, front link down), the operator's defaults (the nginx watcher) over
+   --failover-runs runs against the seed's settings over --baseline-runs runs in the same run; seconds to
+   the peer serving, failed requests during the move and during the failback (results failover_<fault>).
 3. config pushes under load: wrk (keep-alive) and a new-connection loop through the VIP while 20 changes
    are pushed; failed requests of each.
 4. kill storm: the operator SIGKILLed 50 times while pushes to both nodes are in flight, restarted each
@@ -267,10 +271,13 @@ def main() -> int:
         help=f"failover_faults: comma-separated, from {', '.join(FAULTS)} (default: all)",
     )
     parser.add_argument(
+        "--failover-runs", type=int, default=20, help="failover_faults: runs per fault with the defaults"
+    )
+    parser.add_argument(
         "--baseline-runs",
         type=int,
-        default=None,
-        help="failover_faults: runs with the seed's settings per fault (default: --runs; 0: none)",
+        default=10,
+        help="failover_faults: runs per fault with the seed's settings, the baseline (0: none)",
     )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args()
@@ -293,9 +300,8 @@ def main() -> int:
             measure("failover_seed_settings", lambda: bench.failover(args.runs), results)
         if "failover_faults" in scenarios:
             faults = [name.strip() for name in args.faults.split(",") if name.strip()]
-            baseline = args.runs if args.baseline_runs is None else args.baseline_runs
             for fault in faults:
-                one_fault = partial(failover_fault, bench, fault, args.runs, baseline)
+                one_fault = partial(failover_fault, bench, fault, args.failover_runs, args.baseline_runs)
                 measure(f"failover_{fault}", one_fault, results)
         if "pushes_under_load" in scenarios:
             measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
