@@ -4,6 +4,10 @@
 2. failover: nginx stopped on the VIP holder until the client is served through the VIP by the peer, and
    the requests that failed meanwhile (a new connection every 20 ms), for the seed's VRRP settings and
    for tuned ones (VRRPv3, 100 ms adverts, 1 s check, FAULT on failure).
+   failover_faults (bench/failover.py): per fault on the holder (nginx stopped, nginx SIGKILLed,
+   keepalived SIGKILLed, power off, front link down), the operator's defaults (the nginx watcher) over
+   --failover-runs runs against the seed's settings over --baseline-runs runs in the same run; seconds to
+   the peer serving, failed requests during the move and during the failback (results failover_<fault>).
 3. config pushes under load: wrk (keep-alive) and a new-connection loop through the VIP while 20 changes
    are pushed; failed requests of each.
 4. kill storm: the operator SIGKILLed 50 times while pushes to both nodes are in flight, restarted each
@@ -35,11 +39,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench.crash import hung_node, kill_storm
 from bench.drain import drill, planned_drain
+from bench.failover import FAULTS, failover_fault
 from bench.isolation import refused_objects
 from bench.stats import summary
 from testbed.addressing import CLIENT, LB_NODES, Segment
@@ -243,6 +249,7 @@ def measure(name: str, action: Callable[[], Any], results: dict[str, Any]) -> No
 SCENARIOS = (
     "apply_to_live",
     "failover",
+    "failover_faults",
     "pushes_under_load",
     "kill_storm",
     "hung_node",
@@ -252,7 +259,7 @@ SCENARIOS = (
 )
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement")
     parser.add_argument(
@@ -265,12 +272,35 @@ def main() -> int:
     parser.add_argument(
         "--refused-objects", type=int, default=100, help="objects nginx refuses, fed one after another"
     )
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"failover_faults: comma-separated, from {', '.join(FAULTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--failover-runs", type=int, default=20, help="failover_faults: runs per fault with the defaults"
+    )
+    parser.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=10,
+        help="failover_faults: runs per fault with the seed's settings, the baseline (0: none)",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args()
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenarios {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    unknown_faults = sorted({name.strip() for name in args.faults.split(",") if name.strip()} - set(FAULTS))
+    if unknown_faults:
+        parser.error(f"unknown faults {', '.join(unknown_faults)}; choose from {', '.join(FAULTS)}")
+    return args
+
+
+def main() -> int:
+    args = _arguments()
+    scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     # A SIGTERM (e.g. from a CI timeout) must still run the teardown in deployed().
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, Any] = {"runs": args.runs}
@@ -281,6 +311,11 @@ def main() -> int:
             # The seed's check script restarts a dead nginx, which (rightly) keeps the VIP where it is.
             bench.tune({"healthCheck": {"restartNginx": False}})
             measure("failover_seed_settings", lambda: bench.failover(args.runs), results)
+        if "failover_faults" in scenarios:
+            faults = [name.strip() for name in args.faults.split(",") if name.strip()]
+            for fault in faults:
+                one_fault = partial(failover_fault, bench, fault, args.failover_runs, args.baseline_runs)
+                measure(f"failover_{fault}", one_fault, results)
         if "pushes_under_load" in scenarios:
             measure("pushes_under_load", lambda: bench.pushes_under_load(20, max(1, args.runs // 2)), results)
         if "failover" in scenarios:

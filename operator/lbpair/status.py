@@ -15,6 +15,7 @@ from lbpair.model.status import (
     MAX_VRRP_INSTANCES,
     AttachedStatus,
     Condition,
+    NginxWatcherStatus,
     NodeStatus,
     NodeVrrpState,
     PairStatus,
@@ -22,7 +23,7 @@ from lbpair.model.status import (
     VrrpState,
     find_condition,
 )
-from lbpair.nodes.observe import VrrpInstanceState
+from lbpair.nodes.observe import NginxWatchState, VrrpInstanceState
 
 
 def with_transitions(
@@ -89,10 +90,17 @@ def _node_status(
         vips_held=[vip for vip, holders in health.holders.items() if report.name in holders],
         nginx_running=bool(observation and observation.running("nginx")),
         keepalived_running=bool(observation and observation.running("keepalived")),
+        nginx_watcher=_watcher_status(observation.nginx_watch) if observation else None,
         applied_config_hash=applied_hash,
         last_probe_time=at,
         message=report.error,
     )
+
+
+def _watcher_status(watch: NginxWatchState | None) -> NginxWatcherStatus | None:
+    if watch is None:
+        return None
+    return NginxWatcherStatus(running=watch.running, hash=watch.hash, nginx_serving=watch.nginx_serving)
 
 
 def _instance_status(instance: VrrpInstanceState, vips: list[str]) -> VrrpInstanceStatus:

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
 from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording, versions_of
-from lbpair.build.keepalived import check_script, keepalived
+from lbpair.build.keepalived import TRACK_DIRECTORY, check_script, keepalived, nginx_watch
 from lbpair.build.nginx import nginx_main
 from lbpair.build.problems import Problem
 from lbpair.build.reads import BuildMemo, Reads
@@ -114,7 +114,7 @@ def node_layout(spec: PairSpec) -> NodeLayout:
         keepalived_config_path=profile.keepalived_config_path,
         status_port=profile.nginx_status_port,
         nginx_pid_path=profile.nginx_pid_path,
-        directories=(profile.nginx_cache_dir,),
+        directories=(profile.nginx_cache_dir, TRACK_DIRECTORY),
     )
 
 
@@ -298,7 +298,10 @@ def _build_pair(
     upstream_list = [upstreams[reference] for reference in sorted(upstreams)]
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
-        nodes=[NodeConfig(node.name, keepalived(pair, node, auth_pass)) for node in spec.nodes],
+        nodes=[
+            NodeConfig(node.name, keepalived(pair, node, auth_pass), nginx_watch(spec, node))
+            for node in spec.nodes
+        ],
         nginx=nginx_main(spec, [u.path for u in upstream_list] + [h.path for h in hosts], hosts),
         upstreams=upstream_list,
         virtual_hosts=hosts,

@@ -1,6 +1,8 @@
-"""The pair's VRRP setup → each node's keepalived config and the nginx check script."""
+"""The pair's VRRP setup → each node's keepalived config, the nginx check script and the nginx watcher."""
 
 from __future__ import annotations
+
+import posixpath
 
 from lbpair.model.pair import LoadBalancerPair, PairNode, PairSpec
 from lbpair.render.model import (
@@ -8,19 +10,31 @@ from lbpair.render.model import (
     GarpTuning,
     Keepalived,
     MaintenanceFile,
+    NginxWatch,
+    TrackFile,
     TrackProcess,
     VirtualAddress,
     VrrpInstance,
     VrrpScript,
+    WatchedListener,
+    WatcherLaunch,
 )
 
 SCRIPT_NAME = "lbpair_check_nginx"
 TRACK_PROCESS_NAME = "lbpair_nginx"
+NGINX_TRACK_FILE_NAME = "lbpair_nginx_watch"
+# keepalived drops a track_file whose directory is missing when it loads its config (it watches the
+# directory), and starts before any watcher after a boot: the directory is persistent, created by the
+# agent with the staged files (NodeLayout.directories), and one file per reason a node steps down.
+TRACK_DIRECTORY = "/var/lib/lbpair/track"
+NGINX_TRACK_FILE = f"{TRACK_DIRECTORY}/nginx"
+# The watcher's pid, status and lock: runtime state, gone after a reboot like the process it describes.
+WATCH_STATE_DIRECTORY = "/run/lbpair/nginx-watch"
+WATCH_PROGRAM_NAME = "lbpair-nginx-watch"
+WATCH_CONFIG_NAME = "lbpair-nginx-watch.json"
 MAINTENANCE_NAME = "lbpair_maintenance"
-# Beside the node agent's state (lbpair.nodes.operations.DEFAULT_STATE_DIR), outside the services' config
-# directories, so writing it reloads nothing. keepalived stops tracking a file whose directory is missing
-# when it reads its config: the rollout installs the file before keepalived reloads.
-MAINTENANCE_PATH = "/var/lib/lbpair/track/maintenance"
+# Writing it reloads nothing; the rollout installs it (and its directory) before keepalived reloads.
+MAINTENANCE_PATH = f"{TRACK_DIRECTORY}/maintenance"
 # A waiting restart plus a start that is itself slow must not be cut off by keepalived's script timeout.
 SCRIPT_TIMEOUT_MARGIN_SECONDS = 5
 
@@ -70,9 +84,9 @@ def keepalived(pair: LoadBalancerPair, node: PairNode, auth_pass: str | None) ->
                     master_refresh=garp.master_refresh_seconds,
                     lower_prio_repeat=garp.lower_prio_repeat,
                 ),
-                track_script=SCRIPT_NAME if check.method == "Script" else None,
+                track_script=SCRIPT_NAME if check.method != "TrackProcess" else None,
                 track_process=TRACK_PROCESS_NAME if check.method == "TrackProcess" else None,
-                track_files=[MAINTENANCE_NAME],
+                track_files=[MAINTENANCE_NAME, *([NGINX_TRACK_FILE_NAME] if check.method == "Watch" else [])],
             )
         )
     return Keepalived(
@@ -85,12 +99,15 @@ def keepalived(pair: LoadBalancerPair, node: PairNode, auth_pass: str | None) ->
         else None,
         instances=instances,
         maintenance=MaintenanceFile(MAINTENANCE_NAME, MAINTENANCE_PATH, drained=node.maintenance == "Drain"),
+        track_files=[TrackFile(name=NGINX_TRACK_FILE_NAME, path=NGINX_TRACK_FILE, weight=check.weight)]
+        if check.method == "Watch"
+        else [],
     )
 
 
 def _vrrp_script(spec: PairSpec) -> VrrpScript | None:
     check = spec.health_check
-    if check.method != "Script":
+    if check.method == "TrackProcess":
         return None
     timeout = (
         check.restart_wait_seconds + SCRIPT_TIMEOUT_MARGIN_SECONDS
@@ -110,11 +127,45 @@ def _vrrp_script(spec: PairSpec) -> VrrpScript | None:
 
 def check_script(spec: PairSpec) -> CheckScript | None:
     check = spec.health_check
-    if check.method != "Script":
+    if check.method == "TrackProcess":
         return None
+    watching = check.method == "Watch"
+    program, config = _watch_paths(spec)
     return CheckScript(
         path=spec.node_profile.check_script_path,
         nginx_service=spec.node_profile.nginx_service,
         restart_nginx=check.restart_nginx,
         restart_wait_seconds=check.restart_wait_seconds,
+        watcher=WatcherLaunch(
+            program_path=program,
+            config_path=config,
+            state_dir=WATCH_STATE_DIRECTORY,
+            pid_path=f"{WATCH_STATE_DIRECTORY}/pid",
+            log_path=f"{WATCH_STATE_DIRECTORY}/stderr",
+        )
+        if watching
+        else None,
+        status_port=spec.node_profile.nginx_status_port if watching else None,
     )
+
+
+def nginx_watch(spec: PairSpec, node: PairNode) -> NginxWatch | None:
+    """The watcher of one node: it connects to the pair's listeners on the node's own front address."""
+    if spec.health_check.method != "Watch":
+        return None
+    program, config = _watch_paths(spec)
+    return NginxWatch(
+        program_path=program,
+        config_path=config,
+        state_dir=WATCH_STATE_DIRECTORY,
+        track_file=NGINX_TRACK_FILE,
+        nginx_pid_path=spec.node_profile.nginx_pid_path,
+        listeners=[WatchedListener(node.vrrp_address, listener.port) for listener in spec.listeners],
+        interval_milliseconds=spec.health_check.watch_interval_milliseconds,
+    )
+
+
+def _watch_paths(spec: PairSpec) -> tuple[str, str]:
+    """The watcher's program and config, beside the check script: keepalived's directory, root's only."""
+    directory = posixpath.dirname(spec.node_profile.check_script_path)
+    return f"{directory}/{WATCH_PROGRAM_NAME}", f"{directory}/{WATCH_CONFIG_NAME}"

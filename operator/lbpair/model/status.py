@@ -109,6 +109,17 @@ class VrrpInstanceStatus(StatusModel):
     """The VIPs this instance carries, per the pair's spec (ActiveActive: the VIPs preferring one node)."""
 
 
+class NginxWatcherStatus(StatusModel):
+    """The node-side nginx watcher (healthCheck.method Watch), as the node reports it."""
+
+    running: bool
+    """Its process runs (the check script keepalived runs every second starts it when it does not)."""
+    hash: Annotated[str, Field(max_length=64)] = ""
+    """sha256 of the watcher's program and config that it runs: changes when the operator updates them."""
+    nginx_serving: bool = False
+    """What it last told keepalived: nginx's master runs and every listener accepts connections."""
+
+
 class NodeStatus(StatusModel):
     """What the operator last observed on one node."""
 
@@ -131,6 +142,9 @@ class NodeStatus(StatusModel):
     """nginx service active."""
     keepalived_running: bool = False
     """keepalived service active."""
+    nginx_watcher: NginxWatcherStatus | None = None
+    """The nginx watcher; absent on a node where none ever ran (healthCheck.method Script or
+    TrackProcess, or not started yet)."""
     applied_config_hash: Annotated[str, Field(max_length=64)] = ""
     """Hash of the configuration last applied to this node."""
     last_probe_time: Timestamp | None = None

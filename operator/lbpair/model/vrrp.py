@@ -11,23 +11,33 @@ from lbpair.model.common import SecretKeyRef
 
 
 class Preempt(ApiModel):
-    """Whether a recovered higher-priority node takes the VIPs back."""
+    """Whether a recovered higher-priority node takes the VIPs back. Taking them back is a second move of
+    the VIPs: it costs no request when the recovered node's nginx already accepts (with method Watch a node
+    leaves FAULT only once nginx accepts on every listener), at worst the few connections in flight on the
+    holder. NoPreempt avoids the second move altogether but leaves the VIPs wherever the last failure put
+    them (and ActiveActive then stops spreading them over both nodes)."""
 
     mode: Literal["Preempt", "NoPreempt"] = "Preempt"
-    """Preempt: the higher-priority node takes the VIPs back when it recovers (seed default). NoPreempt: the
-    current holder keeps them (keepalived `nopreempt`; both nodes then start in state BACKUP)."""
+    """Preempt: the higher-priority node takes the VIPs back when it recovers (the seed's behaviour, and
+    what ActiveActive needs to give each node its VIPs back). NoPreempt: the current holder keeps them
+    (keepalived `nopreempt`; both nodes then start in state BACKUP)."""
     delay_seconds: Annotated[int, Field(ge=0, le=1000)] = 0
-    """With Preempt, wait this long after startup before taking the VIPs back (keepalived preempt_delay),
-    giving nginx time to mark backends up."""
+    """With Preempt, wait this long after startup (or after seeing a lower-priority master) before taking
+    the VIPs back (keepalived preempt_delay), e.g. for backends to be marked up. 0 by default: with method
+    Watch the node is back only once nginx accepts, so there is nothing left to wait for."""
 
 
 class Garp(ApiModel):
-    """Gratuitous ARP, which moves the VIP in neighbours' ARP caches (the seed's stale-ARP problem)."""
+    """Gratuitous ARP, which moves the VIP in neighbours' ARP caches (the seed's stale-ARP problem). The
+    first burst goes out the moment a node becomes MASTER; the defaults repeat it after 1 s (keepalived
+    waits 5 s) for a neighbour that missed it, with 3 ARPs per burst (keepalived sends 5). Unset fields keep
+    keepalived's defaults."""
 
-    master_delay_seconds: Annotated[int, Field(ge=0, le=255)] | None = None
-    """Delay before the second burst of gratuitous ARPs after becoming MASTER (garp_master_delay)."""
-    master_repeat: Annotated[int, Field(ge=1, le=255)] | None = None
-    """Gratuitous ARPs sent per burst on becoming MASTER (garp_master_repeat)."""
+    master_delay_seconds: Annotated[int, Field(ge=0, le=255)] | None = 1
+    """Delay before the second burst of gratuitous ARPs after becoming MASTER (garp_master_delay; keepalived
+    alone waits 5 s)."""
+    master_repeat: Annotated[int, Field(ge=1, le=255)] | None = 3
+    """Gratuitous ARPs sent per burst on becoming MASTER (garp_master_repeat; keepalived alone sends 5)."""
     master_refresh_seconds: Annotated[int, Field(ge=0, le=86400)] | None = None
     """Resend gratuitous ARPs this often while MASTER; 0 = never (garp_master_refresh)."""
     lower_prio_repeat: Annotated[int, Field(ge=0, le=255)] | None = None
@@ -72,13 +82,17 @@ class Vrrp(ApiModel):
     model_config = cel_config(VRRP_AUTH_NEEDS_V2, V2_WHOLE_SECONDS, V3_CENTISECONDS, SECOND_ROUTER_ID_DIFFERS)
 
     version: Literal[2, 3] = 3
-    """VRRP protocol version. 3 allows sub-second adverts (failover in well under a second)."""
+    """VRRP protocol version. 3 allows sub-second adverts (failover in well under a second); the seed
+    ran 2."""
     virtual_router_id: Annotated[int, Field(ge=1, le=255)]
     """virtual_router_id of the (first) VRRP instance; must be unique on the network segment."""
     second_virtual_router_id: Annotated[int, Field(ge=1, le=255)] | None = None
     """ActiveActive: virtual_router_id of the second instance; defaults to virtualRouterId + 1."""
-    advert_interval_milliseconds: Annotated[int, Field(ge=10, le=255000)] = 1000
-    """Advertisement interval. Backups take over after about 3 intervals without adverts."""
+    advert_interval_milliseconds: Annotated[int, Field(ge=10, le=255000)] = 100
+    """Advertisement interval (the seed: 1000). A node whose health check fails hands over at once (a
+    priority-0 advert); a node that dies silently (power, link, keepalived killed) is replaced after 3
+    intervals and the skew time, about 0.36 s at 100 ms. Shorter intervals risk false failovers when a node
+    is starved of CPU for longer than 3 intervals."""
     peering: Literal["Unicast", "Multicast"] = "Unicast"
     """Unicast: adverts go only to the other node's vrrpAddress. Multicast: to 224.0.0.18 (the seed)."""
     preempt: Preempt = Preempt()
@@ -101,22 +115,32 @@ class Vrrp(ApiModel):
 
 
 class HealthCheck(ApiModel):
-    """How keepalived watches nginx on each node (the seed's chk_nginx.sh)."""
+    """How keepalived watches nginx on each node (the seed's chk_nginx.sh, and a faster watcher)."""
 
-    method: Literal["Script", "TrackProcess"] = "Script"
-    """Script: keepalived runs the rendered check script every intervalSeconds (vrrp_script). TrackProcess:
-    keepalived watches the nginx process through kernel process events (vrrp_track_process), which reacts
-    at once but cannot restart nginx."""
-    interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 2
-    """Script: seconds between checks (keepalived accepts whole seconds only)."""
+    method: Literal["Watch", "Script", "TrackProcess"] = "Watch"
+    """Watch: a watcher on the node (python3, installed and updated by the operator, started by the check
+    script) sees nginx's master exit at once (pidfd) and a listener refusing connections within
+    watchIntervalMilliseconds, and tells keepalived through a track_file (inotify): failover in about a
+    tenth of a second; the check script (every intervalSeconds, asking nginx for a response) stays as the
+    backstop for a hung nginx. Script: only the check script (the seed; keepalived runs scripts at most once
+    a second). TrackProcess: keepalived watches the nginx process through kernel process events
+    (vrrp_track_process), which reacts at once but needs keepalived in the initial network namespace (the
+    kernel's proc connector answers nowhere else), never sees a deaf nginx, and cannot restart nginx."""
+    watch_interval_milliseconds: Annotated[int, Field(ge=10, le=1000)] = 50
+    """Watch: how often the watcher connects to each of the pair's listeners on the node's vrrpAddress (one
+    non-blocking connect each, no process started). nginx's exit is seen without waiting for it."""
+    interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 1
+    """Script and Watch: seconds between runs of the check script (keepalived accepts whole seconds only;
+    the seed: 2)."""
     fall: Annotated[int, Field(ge=1, le=100)] = 2
-    """Script: consecutive failures before the node counts as unhealthy."""
+    """Script and Watch: consecutive failures of the check script before the node counts as unhealthy."""
     rise: Annotated[int, Field(ge=1, le=100)] = 1
-    """Script: consecutive successes before the node counts as healthy again."""
+    """Script and Watch: consecutive successes of the check script before the node counts as healthy again."""
     weight: Annotated[int, Field(ge=-254, le=254)] = 0
     """Priority change of an unhealthy node (negative) or a healthy one (positive). 0 puts an unhealthy node
     into FAULT, releasing its VIPs at once; otherwise |weight| must exceed the nodes' priority difference."""
     restart_nginx: bool = True
-    """Script: when nginx is down, try to start it and check again before failing (the seed's behaviour)."""
+    """Script and Watch: when nginx is down, the check script tries to start it and check again before
+    failing (the seed's behaviour)."""
     restart_wait_seconds: Annotated[int, Field(ge=1, le=30)] = 2
-    """Script: how long to wait after starting nginx before checking again."""
+    """Script and Watch: how long to wait after starting nginx before checking again."""

@@ -70,6 +70,23 @@ probe() {
     cat "$state/owner" 2>/dev/null || true
     section vrrp
     vrrp_dump
+    section nginx-watch
+    nginx_watch_report
+}
+
+# The nginx watcher's runtime state (lbpair.build.keepalived.WATCH_STATE_DIRECTORY): its status file holds
+# "PID HASH up|down SINCE", written by the watcher whenever what it tells keepalived changes.
+NGINX_WATCH_STATE=/run/lbpair/nginx-watch
+
+# nginx_watch_report: "running|stopped HASH up|down" for the watcher that last wrote its status (running
+# while that pid is still the watcher); nothing on a node that never ran one.
+nginx_watch_report() {
+    [ -f "$NGINX_WATCH_STATE/status" ] || return 0
+    read -r watcher_pid watcher_hash watcher_verdict _ <"$NGINX_WATCH_STATE/status" || return 0
+    case $watcher_pid in "" | *[!0-9]*) return 0 ;; esac
+    watcher_state=stopped
+    if grep -qsF lbpair-nginx-watch "/proc/$watcher_pid/cmdline"; then watcher_state=running; fi
+    printf '%s %s %s\n' "$watcher_state" "$watcher_hash" "$watcher_verdict"
 }
 
 # trusted FILE: a regular file (not a symbolic link) with one name, owned by root. In a sticky /tmp

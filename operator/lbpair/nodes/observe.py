@@ -33,6 +33,15 @@ class ManagedFileState:
 
 
 @dataclass(frozen=True)
+class NginxWatchState:
+    """The node-side nginx watcher as the node reports it."""
+
+    running: bool
+    hash: str  # sha256 of the program and config it runs
+    nginx_serving: bool  # what it last told keepalived
+
+
+@dataclass(frozen=True)
 class NodeObservation:
     """One node as it is, measured; nothing here is assumed from what was pushed."""
 
@@ -43,6 +52,7 @@ class NodeObservation:
     vrrp: tuple[VrrpInstanceState, ...] = field(default=())
     live_hash: str = ""  # the config hash the services were last verified to run ("" after a swap)
     owner: str = ""  # "UID NAMESPACE/NAME" of the pair that has the node; "" while no pair has it
+    nginx_watch: NginxWatchState | None = None  # None: no watcher ever ran on the node
 
     def holds(self, vip: ipaddress.IPv4Address) -> bool:
         return any(interface.ip == vip for interface in self.addresses)
@@ -118,6 +128,14 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def parse_nginx_watch(lines: list[str]) -> NginxWatchState | None:
+    """`running|stopped HASH up|down`; anything else reads as no watcher."""
+    words = lines[0].split() if lines else []
+    if len(words) != 3 or words[0] not in {"running", "stopped"} or words[2] not in {"up", "down"}:  # noqa: PLR2004
+        return None
+    return NginxWatchState(running=words[0] == "running", hash=words[1][:64], nginx_serving=words[2] == "up")
+
+
 def parse_probe(text: str) -> NodeObservation:
     sections = split_sections(text)
     services = {}
@@ -132,4 +150,5 @@ def parse_probe(text: str) -> NodeObservation:
         vrrp=parse_vrrp(sections.get("vrrp", [])),
         live_hash=(sections.get("live") or [""])[0].strip(),
         owner=(sections.get("owner") or [""])[0].strip(),
+        nginx_watch=parse_nginx_watch(sections.get("nginx-watch", [])),
     )

@@ -9,13 +9,15 @@ render-model part is equal to the last render's is not rendered again.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import jinja2
 
 from lbpair.model.files import CONFIG_FILE_MODE, ManagedFile, manifest_hash
-from lbpair.render.model import DesiredState, NodeConfig
+from lbpair.render.model import DesiredState, NginxWatch, NodeConfig
 from lbpair.render.syntax import FILTERS
 
 SCRIPT_FILE_MODE = 0o755
@@ -128,9 +130,27 @@ def _render_node(
     if state.check_script is not None:
         script = render_template("check-nginx.sh.j2", banner=banner, script=state.check_script)
         files.append(ManagedFile(state.check_script.path, script, SCRIPT_FILE_MODE))
+    if node.nginx_watch is not None:
+        files += render_nginx_watch(node.nginx_watch)
     return RenderedNode(
         name=node.name, files={f.path: f for f in sorted(files, key=lambda f: f.path)}, nginx_hash=nginx_hash
     )
+
+
+def render_nginx_watch(watch: NginxWatch) -> list[ManagedFile]:
+    """The watcher's program (the same bytes on every node: nginx_watch.py as packaged) and its config."""
+    program = resources.files("lbpair.render").joinpath("nginx_watch.py").read_text()
+    config = {
+        "pidFile": watch.nginx_pid_path,
+        "trackFile": watch.track_file,
+        "stateDir": watch.state_dir,
+        "listeners": [[listener.address, listener.port] for listener in watch.listeners],
+        "intervalMilliseconds": watch.interval_milliseconds,
+    }
+    return [
+        ManagedFile(watch.program_path, program, SCRIPT_FILE_MODE),
+        ManagedFile(watch.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n", CONFIG_FILE_MODE),
+    ]
 
 
 def render_pair(state: DesiredState, memo: RenderMemo | None = None) -> dict[str, RenderedNode]:
@@ -151,6 +171,7 @@ __all__ = [
     "RenderMemo",
     "RenderedNode",
     "render_nginx_files",
+    "render_nginx_watch",
     "render_pair",
     "render_template",
 ]

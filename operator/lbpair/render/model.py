@@ -274,13 +274,55 @@ class VirtualHost:
 
 
 @dataclass(frozen=True)
+class WatcherLaunch:
+    """How the check script finds the nginx watcher and starts it when it does not run."""
+
+    program_path: str
+    config_path: str
+    state_dir: str  # created before it starts: its stderr goes there
+    pid_path: str
+    log_path: str
+
+
+@dataclass(frozen=True)
 class CheckScript:
-    """The seed's chk_nginx.sh: is nginx's service active, optionally after one restart attempt."""
+    """The seed's chk_nginx.sh: is nginx's service active, optionally after one restart attempt. With the
+    watcher: also start the watcher when it does not run, and ask nginx for a response (a hung nginx)."""
 
     path: str
     nginx_service: str
     restart_nginx: bool
     restart_wait_seconds: int
+    watcher: WatcherLaunch | None = None
+    status_port: int | None = None  # asked for the config hash on 127.0.0.1: nginx answers, not just runs
+
+
+@dataclass(frozen=True)
+class WatchedListener:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class NginxWatch:
+    """The nginx watcher of one node (lbpair/render/nginx_watch.py): its files and what it watches."""
+
+    program_path: str
+    config_path: str
+    state_dir: str  # its pid, status and lock (runtime: /run)
+    track_file: str  # what keepalived tracks: 0 nginx serves, 1 not
+    nginx_pid_path: str
+    listeners: list[WatchedListener]
+    interval_milliseconds: int
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """A keepalived track_file (watched with inotify): with weight 0 a non-zero value means FAULT."""
+
+    name: str
+    path: str
+    weight: int
 
 
 @dataclass(frozen=True)
@@ -360,12 +402,14 @@ class Keepalived:
     track_process: TrackProcess | None
     instances: list[VrrpInstance]
     maintenance: MaintenanceFile | None = None
+    track_files: list[TrackFile] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     name: str
     keepalived: Keepalived
+    nginx_watch: NginxWatch | None = None
 
 
 @dataclass(frozen=True)
