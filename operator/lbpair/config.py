@@ -45,6 +45,12 @@ class OperatorConfig:
     metrics_port: int = 9090
     """The TCP port serving Prometheus metrics at /metrics (lbpair.metrics); 0: no metrics endpoint. Not
     kopf's liveness port (the chart's healthPort, 8080)."""
+    leader_lease: str = ""
+    """`namespace/name` of the coordination.k8s.io Lease that elects the one operator that acts (the chart
+    sets its own); empty: no election, for a single operator process."""
+    leader_lease_seconds: float = 15.0
+    """How long a Lease not renewed stays held: a standby takes over this long after the holder's last
+    renewal; the holder renews every third of it and exits when it cannot renew within two thirds."""
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -98,5 +104,16 @@ def _namespace_list(variable: str, text: str) -> tuple[str, ...]:
     return names
 
 
-_PARSERS: dict[str, Callable[[str, str], Any]] = {"secret_namespaces": _namespace_list, "metrics_port": _port}
+def _lease(variable: str, text: str) -> str:
+    namespace, _, name = text.partition("/")
+    if text and not (NAMESPACE_NAME.fullmatch(namespace) and NAMESPACE_NAME.fullmatch(name)):
+        raise ConfigError(f"{variable}={text!r} must be NAMESPACE/NAME of a Lease, or empty for none")
+    return text
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "secret_namespaces": _namespace_list,
+    "metrics_port": _port,
+    "leader_lease": _lease,
+}
 """Each field's parser; the others are seconds (_positive_seconds)."""
