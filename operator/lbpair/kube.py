@@ -277,12 +277,14 @@ class LeaderLease:
         duration_seconds: float,
         *,
         clock: Callable[[], float],
+        api: object = None,
     ) -> None:
+        """`api`: client.CoordinationV1Api (the default) or a test's stand-in."""
         self.namespace, self.name, self.identity = namespace, name, identity
         self._duration = duration_seconds
         self._clock = clock
         # Bodies go as dicts: the client's V1Lease would drop MicroTime's zero fraction (see _micro_time).
-        self._api: Any = client.CoordinationV1Api()
+        self._api: Any = api or client.CoordinationV1Api()
         self._observed: tuple[str, str] | None = None  # (holder, resourceVersion) last seen
         self._observed_at = 0.0
         self.holder = ""
