@@ -19,9 +19,8 @@ RUN apt-get update \
 COPY requirements.lock /src/
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --cert "$PIP_CERT" --require-hashes --only-binary=:all: \
-      --no-deps -r /src/requirements.lock
-COPY operator/lbpair /opt/lbpair/lbpair
-RUN /opt/venv/bin/python -m compileall -q /opt/lbpair /opt/venv/lib
+      --no-deps -r /src/requirements.lock \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${BASE}
 # hadolint ignore=DL3008
@@ -30,7 +29,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 65532 --no-create-home --shell /usr/sbin/nologin lbpair
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/lbpair /opt/lbpair
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/lbpair PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+USER 65532:65532
+ENTRYPOINT ["kopf", "run", "--all-namespaces", "--standalone", "-m", "lbpair.handlers"]
+# The package last: an edit rebuilds this layer and the labels only (each layer is a full copy on vfs).
+COPY operator/lbpair /opt/lbpair/lbpair
 # Set by the build (hack/image.sh): --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)".
 ARG BASE
 ARG VERSION=0.1.0
@@ -40,6 +43,3 @@ LABEL org.opencontainers.image.title="lbpair-operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="${BASE}"
-USER 65532:65532
-ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/lbpair PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-ENTRYPOINT ["kopf", "run", "--all-namespaces", "--standalone", "-m", "lbpair.handlers"]
