@@ -126,8 +126,9 @@ def test_only_the_lease_holder_pushes_an_edit(two: TwoOperators) -> None:
     two.add_server_name("single.example.com")
 
     wait_for(lambda: two.served("single.example.com"), timeout=30, what="the edit served")
+    applied = f"pass pair={NAMESPACE}/{PAIR} outcome=applied"  # logged once the pass wrote its status
+    wait_for(lambda: applied in two.first.operator.log_lines_since(first_offset), timeout=10, what=applied)
     assert two.lease_holder() == two.first.identity()
-    assert f"pass pair={NAMESPACE}/{PAIR} outcome=applied" in two.first.operator.log_lines_since(first_offset)
     second_log = two.second.operator.log()
     assert (
         f"standing by: Lease {OPERATOR_NAMESPACE}/{RELEASE} is held by {two.first.identity()}" in second_log
