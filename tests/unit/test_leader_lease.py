@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from kubernetes.client.exceptions import ApiException
 
+from lbpair.config import ConfigError, OperatorConfig
 from lbpair.kube import LeaderLease
 from tests.unit.test_reconcile import FakeClock
 
@@ -128,3 +130,15 @@ def test_two_candidates_taking_over_at_once_cannot_both_win() -> None:
 
     assert won == [True, False]
     assert store.spec()["holderIdentity"] == "pod-b"
+
+
+@pytest.mark.parametrize("value", ["lbpair-operator", "lbpair-system/", "Lbpair/x", "a/b/c"])
+def test_a_lease_that_is_not_namespace_slash_name_stops_the_operator_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="LBPAIR_LEADER_LEASE"):
+        OperatorConfig.from_environment({"LBPAIR_LEADER_LEASE": value})
+
+
+def test_no_lease_by_default_and_the_charts_form_accepted() -> None:
+    assert OperatorConfig.from_environment({}).leader_lease == ""
+    configured = OperatorConfig.from_environment({"LBPAIR_LEADER_LEASE": "lbpair-system/lbpair-operator"})
+    assert configured.leader_lease == "lbpair-system/lbpair-operator"
