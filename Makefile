@@ -10,11 +10,16 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/operator
 export PATH := $(LBPAIR_TOOLS_BIN):$(PATH)
 PYTEST_FLAGS ?=
 
-.PHONY: deps lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench \
+.PHONY: deps image lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench \
 	bench-scale
 
 deps:
 	hack/install-deps.sh
+
+# The operator image, daemonless (buildah, chroot isolation, vfs storage in $(CACHE)/image) on a Debian 12
+# base made by debootstrap; skipped when an image of the same inputs exists. tests/e2e/test_image.py runs it.
+image:
+	hack/image.sh
 
 lint: deps
 	$(VENV)/bin/ruff check .

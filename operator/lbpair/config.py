@@ -52,6 +52,12 @@ class OperatorConfig:
     pairs: this many pairs run at once, so set it to at least the number of pairs (each pair runs one pass
     at a time); pairs beyond it take turns. Bounded, unlike one thread per pair, and far above asyncio's
     default pool (CPUs + 4), where a few pairs with hung nodes would hold up every other pair."""
+    leader_lease: str = ""
+    """`namespace/name` of the coordination.k8s.io Lease that elects the one operator that acts (the chart
+    sets its own); empty: no election, for a single operator process."""
+    leader_lease_seconds: float = 15.0
+    """How long a Lease not renewed stays held: a standby takes over this long after the holder's last
+    renewal; the holder renews every third of it and exits when it cannot renew within two thirds."""
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -115,9 +121,17 @@ def _namespace_list(variable: str, text: str) -> tuple[str, ...]:
     return names
 
 
+def _lease(variable: str, text: str) -> str:
+    namespace, _, name = text.partition("/")
+    if text and not (NAMESPACE_NAME.fullmatch(namespace) and NAMESPACE_NAME.fullmatch(name)):
+        raise ConfigError(f"{variable}={text!r} must be NAMESPACE/NAME of a Lease, or empty for none")
+    return text
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "secret_namespaces": _namespace_list,
     "metrics_port": _port,
     "pass_threads": _thread_count,
+    "leader_lease": _lease,
 }
 """Each field's parser; the others are seconds (_positive_seconds)."""

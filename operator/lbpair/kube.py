@@ -1,4 +1,4 @@
-"""The only module that imports the kubernetes client: status patches and the Secret store.
+"""The only module that imports the kubernetes client: status patches, the Secret store and the leader Lease.
 
 kopf watches and handles the resources; this covers what its handlers cannot do on their own: write
 status from the per-pair loop (a kopf daemon has no `patch`), and follow the opt-in Secrets namespace by
@@ -9,8 +9,10 @@ them in worker threads.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from lbpair.model.status import StatusModel
 log = logging.getLogger(__name__)
 
 HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
 HTTP_GONE = 410
 WATCH_TIMEOUT_SECONDS = 300
 REQUEST_TIMEOUT = (5, 10)  # (connect, read) seconds of a list or read; a watch reads for its own time + 15 s
@@ -255,3 +258,122 @@ class SecretWatch:
         if ((body.get("metadata") or {}).get("labels") or {}).get(SECRET_LABEL) != "true":
             return None
         return ListedSecret.from_api(body)
+
+
+LEASE_REQUEST_TIMEOUT = (2, 3)  # (connect, read) seconds: a lease call must end well within a renewal
+
+
+class LeaderLease:
+    """A coordination.k8s.io Lease as the lock that lets one operator act, the way client-go's leader
+    election uses it: the holder renews it; a candidate takes it over once the record has not changed for
+    the lease's duration, measured on the candidate's own clock (no clocks are compared across machines).
+    Writes carry the read resourceVersion, so two candidates cannot both win. Blocking calls."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration_seconds: float,
+        *,
+        clock: Callable[[], float],
+        api: object = None,
+    ) -> None:
+        """`api`: client.CoordinationV1Api (the default) or a test's stand-in."""
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self._duration = duration_seconds
+        self._clock = clock
+        # Bodies go as dicts: the client's V1Lease would drop MicroTime's zero fraction (see _micro_time).
+        self._api: Any = api or client.CoordinationV1Api()
+        self._observed: tuple[str, str] | None = None  # (holder, resourceVersion) last seen
+        self._observed_at = 0.0
+        self.holder = ""
+        """Who held the lease at the last attempt ("" when free)."""
+
+    def try_acquire(self) -> bool:
+        """One attempt to create, renew or take over the lease; True while this process holds it."""
+        lease = self._read()
+        if lease is None:
+            return self._write(None, transitions=0)
+        spec, version = lease.get("spec") or {}, str(lease["metadata"]["resourceVersion"])
+        self.holder = str(spec.get("holderIdentity") or "")
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if self.holder == self.identity:
+            return self._write(version, transitions=transitions, acquired=spec.get("acquireTime"))
+        if self._observed != (self.holder, version):  # renewed (or changed) since the last look
+            self._observed, self._observed_at = (self.holder, version), self._clock()
+        duration = float(spec.get("leaseDurationSeconds") or self._duration)
+        if self.holder and self._clock() - self._observed_at < duration:
+            return False
+        log.info("leader lease %s/%s: taking over from %r", self.namespace, self.name, self.holder)
+        return self._write(version, transitions=transitions + 1)
+
+    def release(self) -> None:
+        """Give the lease up (a clean shutdown), so a standby takes over at its next attempt."""
+        try:
+            lease = self._read()
+            spec = (lease or {}).get("spec") or {}
+            if lease is not None and spec.get("holderIdentity") == self.identity:
+                body = self._body(
+                    str(lease["metadata"]["resourceVersion"]), int(spec.get("leaseTransitions") or 0)
+                )
+                body["spec"]["holderIdentity"] = None
+                self._api.replace_namespaced_lease(
+                    self.name, self.namespace, body, _request_timeout=LEASE_REQUEST_TIMEOUT
+                )
+        except ApiException as error:
+            log.warning("leader lease %s/%s: not released: %s", self.namespace, self.name, error.reason)
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            response = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=LEASE_REQUEST_TIMEOUT, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == HTTP_NOT_FOUND:
+                return None
+            raise
+        lease: dict[str, Any] = json.loads(response.data)
+        return lease
+
+    def _write(self, version: str | None, transitions: int, acquired: str | None = None) -> bool:
+        """Create (version None) or replace the lease as held by us; False if another writer won."""
+        body = self._body(version, transitions, acquired)
+        try:
+            if version is None:
+                self._api.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=LEASE_REQUEST_TIMEOUT
+                )
+            else:
+                self._api.replace_namespaced_lease(
+                    self.name, self.namespace, body, _request_timeout=LEASE_REQUEST_TIMEOUT
+                )
+        except ApiException as error:
+            if error.status == HTTP_CONFLICT:  # another candidate wrote first
+                return False
+            raise
+        self.holder = self.identity
+        return True
+
+    def _body(self, version: str | None, transitions: int, acquired: str | None = None) -> dict[str, Any]:
+        now = datetime.datetime.now(datetime.UTC)
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if version is not None:
+            metadata["resourceVersion"] = version
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": math.ceil(self._duration),
+                "acquireTime": acquired or _micro_time(now),
+                "renewTime": _micro_time(now),
+                "leaseTransitions": transitions,
+            },
+        }
+
+
+def _micro_time(moment: datetime.datetime) -> str:
+    """A MicroTime as the API server parses it (always six fraction digits, which isoformat() drops at 0)."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

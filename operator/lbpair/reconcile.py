@@ -168,6 +168,7 @@ class Reconciler:
                 self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
                 written += 1
             memory.attached[item.key] = status
+        self._metrics.services_reloaded(key, rollout.reloads)
         outcome = "rollout-failed" if rollout.problem else ("applied" if rollout.reloads else "unchanged")
         seconds, reloads = time.monotonic() - started, ",".join(rollout.reloads) or "-"
         log.info(

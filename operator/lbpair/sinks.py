@@ -3,6 +3,7 @@ is driven by fakes in unit tests and depends on neither kubernetes nor prometheu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from lbpair.health import PairHealth
@@ -21,6 +22,9 @@ class PassRecorder(Protocol):
 
     def node_rolled_out(self, pair: ObjectRef, node: str, reason: str) -> None:
         """A rollout to `node` took its config ("Applied") or failed with this event reason."""
+
+    def services_reloaded(self, pair: ObjectRef, reloads: Sequence[str]) -> None:
+        """The services a pass reloaded, each as `<service>@<node>`."""
 
     def pair_observed(self, pair: ObjectRef, health: PairHealth, refused_objects: int) -> None: ...
 

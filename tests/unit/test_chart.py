@@ -60,7 +60,8 @@ def test_chart_passes_helm_lint_strict() -> None:
 @pytest.mark.parametrize(
     "setting",
     [
-        "replicas=2",  # unknown top-level key
+        "replica=2",  # unknown top-level key
+        "leaderElection.leaseSeconds=1",  # too short to renew in time
         "image.digest=sha256:0",  # unknown nested key
         "livenessProbe.path=/other",  # the probe's target is fixed by the chart
         "hostNetwork=yes",  # wrong type
@@ -170,6 +171,8 @@ def test_rbac_objects_keep_the_names_the_test_bed_uses() -> None:
         ("ClusterRoleBinding", RELEASE),
         ("Deployment", RELEASE),
         ("Service", f"{RELEASE}-metrics"),
+        ("Role", f"{RELEASE}-leader"),
+        ("RoleBinding", f"{RELEASE}-leader"),
     }
 
 
@@ -298,7 +301,7 @@ def test_secret_read_can_be_granted_per_namespace() -> None:
     bindings = {
         document["metadata"]["namespace"]: document["subjects"]
         for document in documents
-        if document["kind"] == "RoleBinding"
+        if document["kind"] == "RoleBinding" and document["metadata"]["name"] == f"{RELEASE}-secrets"
     }
     service_account = [{"kind": "ServiceAccount", "name": RELEASE, "namespace": "lbpair-system"}]
     assert bindings == {"team-a": service_account, "team-b": service_account}
@@ -318,3 +321,52 @@ def test_secret_namespaces_must_be_namespace_names() -> None:
 
     assert result.returncode != 0
     assert "schema" in result.stderr, result.stderr
+
+
+def environment(*args: str) -> dict[str, str]:
+    return {variable["name"]: variable["value"] for variable in operator_container(*args)["env"]}
+
+
+def test_the_operator_elects_one_active_replica_through_a_lease_in_its_namespace() -> None:
+    assert environment()["LBPAIR_LEADER_LEASE"] == f"lbpair-system/{RELEASE}"
+    assert environment()["LBPAIR_LEADER_LEASE_SECONDS"] == "15"
+    assert deployment("--set", "replicas=3")["spec"]["replicas"] == 3
+
+
+def test_the_lease_is_the_only_thing_granted_in_the_operators_namespace() -> None:
+    documents = render()
+    (role,) = of_kind(documents, "Role")
+    (binding,) = of_kind(documents, "RoleBinding")
+
+    assert role["metadata"]["namespace"] == "lbpair-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [RELEASE],
+            "verbs": ["get", "update"],
+        },
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": "lbpair-system"}]
+    cluster_rules = of_kind(documents, "ClusterRole")[0]["rules"]
+    assert not [rule for rule in cluster_rules if "coordination.k8s.io" in rule["apiGroups"]]
+
+
+def test_more_than_one_replica_needs_the_lease() -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--set", "replicas=2", "--set", "leaderElection.enabled=false",
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "replicas > 1 needs leaderElection.enabled" in result.stderr
+
+
+def test_without_the_lease_one_replica_runs_with_no_lease_access() -> None:
+    documents = render("--set", "leaderElection.enabled=false")
+
+    assert "LBPAIR_LEADER_LEASE" not in environment("--set", "leaderElection.enabled=false")
+    assert not of_kind(documents, "Role")
+    assert deployment("--set", "leaderElection.enabled=false")["spec"]["strategy"] == {"type": "Recreate"}

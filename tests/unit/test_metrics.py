@@ -7,13 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from lbpair.nodes.client import NodeUnreachableError
+from lbpair.model.common import ObjectRef
+from lbpair.nodes.client import NodeError, NodeUnreachableError
 from lbpair.nodes.operations import ValidationFailedError
 from testbed.metrics import Scrape, scrape
 from tests.unit.samples import NAMESPACE
-from tests.unit.test_reconcile import REFUSAL, World, make_world, refuse_on_both_nodes
+from tests.unit.test_reconcile import NGINX_CONF, REFUSAL, VIP, World, make_world, refuse_on_both_nodes
 
 PAIR = {"namespace": NAMESPACE, "pair": "seed"}
+SEED = ObjectRef(NAMESPACE, "seed")
 
 
 class Served:
@@ -23,7 +25,8 @@ class Served:
         self.world, self.port = world, port
 
     def run_pass(self) -> Scrape:
-        self.world.run_pass()
+        """A pass, its events posted as the pair's daemon posts them (handlers.converge)."""
+        self.world.metrics.events_posted(SEED, self.world.run_pass())
         return scrape(self.port)
 
     def passes(self, found: Scrape, outcome: str) -> float | None:
@@ -32,6 +35,13 @@ class Served:
     def rollouts(self, found: Scrape, node: str, outcome: str, reason: str) -> float | None:
         labels = {**PAIR, "node": node, "outcome": outcome, "reason": reason}
         return found.value("lbpair_node_rollouts_total", **labels)
+
+    def config_hashes(self, found: Scrape, node: str) -> list[str]:
+        return [
+            dict(labels)["config_hash"]
+            for name, labels in found.samples
+            if name == "lbpair_node_config_info" and ("node", node) in labels
+        ]
 
 
 @pytest.fixture
@@ -132,3 +142,100 @@ def test_a_deleted_pair_leaves_no_series_behind(served: Served) -> None:
 
     found = scrape(served.port)
     assert not [name for name, labels in found.samples if ("pair", "seed") in labels]
+
+
+def test_each_reload_on_a_node_is_counted_per_service(served: Served) -> None:
+    first = served.run_pass()
+    served.world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+
+    found = served.run_pass()
+
+    for node in (served.world.lb1, served.world.lb2):
+        for service in ("nginx", "keepalived"):
+            reloads = sum(service in each for each in node.reloaded)
+            labels = {**PAIR, "node": node.name, "service": service}
+            assert found.value("lbpair_node_reloads_total", **labels) == reloads
+    assert served.world.lb1.reloaded[-1] == ["nginx"]  # the edit touched nginx's files alone
+    nginx_on_lb1 = {**PAIR, "node": "lb1", "service": "nginx"}
+    assert found.value("lbpair_node_reloads_total", **nginx_on_lb1) == (
+        (first.value("lbpair_node_reloads_total", **nginx_on_lb1) or 0) + 1
+    )
+
+
+def test_a_rollback_is_counted_on_its_node(served: Served) -> None:
+    served.run_pass()
+    served.world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+    served.world.lb2.failing_once["reload"] = NodeError("reload failed (exit 1)")
+
+    found = served.run_pass()
+
+    assert found.value("lbpair_node_rollbacks_total", **PAIR, node="lb2") == 1
+    assert found.value("lbpair_node_rollbacks_total", **PAIR, node="lb1") == 0
+    assert served.rollouts(found, "lb2", "failed", "RolledBack") == 1
+
+
+def test_hand_edits_reverted_are_counted(served: Served) -> None:
+    first = served.run_pass()
+    edited = served.world.lb1.files[NGINX_CONF]
+    served.world.lb1.files[NGINX_CONF] = type(edited)(edited.path, edited.content + "# edited by hand\n")
+
+    found = served.run_pass()
+
+    assert first.value("lbpair_drift_reverts_total", **PAIR) == 0
+    assert found.value("lbpair_drift_reverts_total", **PAIR) == 1
+
+
+def test_a_failover_is_counted_and_the_vip_shown_on_its_new_holder(served: Served) -> None:
+    first = served.run_pass()
+    served.world.lb1.vips.clear()
+    served.world.lb2.vips.add(VIP)
+
+    found = served.run_pass()
+
+    assert first.value("lbpair_failovers_total", **PAIR) == 0
+    assert found.value("lbpair_failovers_total", **PAIR) == 1
+    assert found.value("lbpair_node_vips_held", **PAIR, node="lb2") == 1
+    assert found.value("lbpair_pair_split_brain", **PAIR) == 0
+
+
+def test_split_brain_shows_while_both_nodes_hold_the_vip_and_is_counted_once(served: Served) -> None:
+    served.run_pass()
+    served.world.lb2.vips.add(VIP)
+
+    during = [served.run_pass(), served.run_pass()]
+    served.world.lb2.vips.clear()
+    healed = served.run_pass()
+
+    assert [found.value("lbpair_pair_split_brain", **PAIR) for found in [*during, healed]] == [1, 1, 0]
+    assert healed.value("lbpair_split_brains_total", **PAIR) == 1
+
+
+def test_config_info_names_the_hash_each_node_runs_and_only_that_one(served: Served) -> None:
+    first = served.run_pass()
+    served.world.resources.upstream("lb-www")["spec"]["servers"][0]["weight"] = 3
+
+    found = served.run_pass()
+
+    assert served.config_hashes(first, "lb1") != served.config_hashes(found, "lb1")
+    for node in (served.world.lb1, served.world.lb2):
+        assert served.config_hashes(found, node.name) == [node.live_hash]
+
+
+def test_last_probe_time_stays_at_the_last_answer_of_an_unreachable_node(served: Served) -> None:
+    first = served.run_pass()
+    served.world.lb2.failing["observe"] = NodeUnreachableError("203.0.113.12:22: timed out")
+
+    found = served.run_pass()
+
+    probed = "lbpair_node_last_probe_timestamp_seconds"
+    assert (first.value(probed, **PAIR, node="lb2") or 0) > 0
+    assert found.value(probed, **PAIR, node="lb2") == first.value(probed, **PAIR, node="lb2")
+    assert (found.value(probed, **PAIR, node="lb1") or 0) >= (first.value(probed, **PAIR, node="lb1") or 0)
+
+
+def test_the_leader_gauge_says_whether_this_process_acts(served: Served) -> None:
+    served.world.metrics.leading(False)
+    standing_by = scrape(served.port).value("lbpair_leader")
+    served.world.metrics.leading(True)
+
+    assert (standing_by, scrape(served.port).value("lbpair_leader")) == (0, 1)

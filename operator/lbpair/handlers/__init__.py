@@ -11,6 +11,9 @@ nodes are noticed. kopf fills the indexes before any handler or daemon runs, so 
 from a partial view of its VirtualHosts (e.g. right after a restart); the Secret store is listed at
 startup, before kopf watches anything, for the same reason.
 
+One operator acts at a time (handlers/leadership.py): with a leader Lease configured, a process stands by
+(indexes filled, no pass, no node touched) until it holds the Lease.
+
 kopf never watches Secrets: lbpair.kube.SecretWatch follows only those labelled usable, with the label
 selector applied by the API server, in the namespaces the operator may read them in.
 """
@@ -30,6 +33,7 @@ import kopf
 from lbpair.build import PairResources
 from lbpair.config import OperatorConfig
 from lbpair.drill import DRILL_ANNOTATION
+from lbpair.handlers.leadership import Leadership
 from lbpair.kube import KubeAPI, SecretWatch, load_client_config
 from lbpair.metrics import PrometheusRecorder
 from lbpair.model import GROUP, VERSION
@@ -89,6 +93,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await asyncio.to_thread(load_client_config)
     metrics = PrometheusRecorder()
     memo.stop_metrics = metrics.serve(config.metrics_port).stop if config.metrics_port else None
+    memo.metrics = metrics
+    memo.leadership = Leadership.of(config, metrics)
+    memo.electing = asyncio.create_task(memo.leadership.run(), name="leader election")
     memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), metrics, config)
     memo.resolver = CachingResolver()
     memo.cleanup_messages = {}
@@ -113,6 +120,8 @@ def wake_secret_users(memo: kopf.Memo, secret: ObjectRef) -> None:
 
 @kopf.on.cleanup(id="close-connections")
 async def close_connections(memo: kopf.Memo, **_: Any) -> None:
+    memo.electing.cancel()
+    await asyncio.to_thread(memo.leadership.release)
     memo.secrets.stop()
     await asyncio.to_thread(memo.reconciler.close)
     memo.resolver.close()
@@ -221,6 +230,8 @@ async def converge(
     loop = asyncio.get_running_loop()
     coalescing, after_change = Coalescing(memo.config), False
     try:
+        while not (memo.leadership.leading.is_set() or stopped):  # a standby: no pass, no node touched
+            await _wait_for_change(memo.leadership.leading, stopped, memo.config.probe_interval_seconds)
         while not stopped:
             wakeup.clear()
             resources = PairResources(
@@ -232,6 +243,7 @@ async def converge(
                 resolve=memo.resolver,
             )
             events = await loop.run_in_executor(memo.pair_threads, memo.reconciler.run_pass, resources)
+            memo.metrics.events_posted(key, events)
             attached = resources.attached_by_key()
             for event in events:
                 # An attached object's event goes on the object itself (it may be gone by now: then the pair).
@@ -319,6 +331,7 @@ async def _wait_for_change(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, t
 @kopf.on.delete(GROUP, VERSION, "loadbalancerpairs", id="remove-from-nodes")
 async def remove_from_nodes(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Per the pair's deletionPolicy; an unreachable node keeps the finalizer until it can be cleaned."""
+    await memo.leadership.leading.wait()  # a standby leaves the finalizer to the active operator
     problem = await asyncio.get_running_loop().run_in_executor(
         memo.pair_threads, memo.reconciler.remove_from_nodes, dict(body), memo.secrets.store.lookup
     )
