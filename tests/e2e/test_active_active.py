@@ -36,11 +36,10 @@ HOST = "api.example.com"
 ACCESS_LOG = f"/var/log/nginx/{NAMESPACE}_api.access.log"
 # The sample's namespace selector (spec.allowedNamespaces): the namespace must carry it to attach.
 NAMESPACE_LABEL = "lb.lbpair.dev/edge=allowed"
-# The sample watches nginx with vrrp_track_process, which needs the kernel's proc connector: it answers only
-# in the initial network namespace, never in a lab node's. The lab runs the check script instead, every
-# second, with the sample's weight 0 (FAULT at the first failure) and no restart of a stopped nginx.
+# The sample's health check (the nginx watcher, weight 0: FAULT at the first failure), except that the
+# check script does not restart a stopped nginx, so each failover the test causes stays visible.
 LAB_HEALTH_CHECK = {
-    "method": "Script",
+    "method": "Watch",
     "intervalSeconds": 1,
     "fall": 1,
     "rise": 1,

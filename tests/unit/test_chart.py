@@ -67,6 +67,7 @@ def test_chart_passes_helm_lint_strict() -> None:
         "hostNetwork=yes",  # wrong type
         "image.pullPolicy=Sometimes",  # not an allowed value
         "metrics.serviceMonitor.interval=often",  # not a Prometheus duration
+        "passThreads=0",  # no thread for any pair's passes
     ],
 )
 def test_values_outside_the_schema_are_rejected(setting: str) -> None:
@@ -325,6 +326,13 @@ def test_secret_namespaces_must_be_namespace_names() -> None:
 
 def environment(*args: str) -> dict[str, str]:
     return {variable["name"]: variable["value"] for variable in operator_container(*args)["env"]}
+
+
+def test_the_pass_threads_reach_the_operator() -> None:
+    default_threads = environment()["LBPAIR_PASS_THREADS"]
+    set_threads = environment("--set", "passThreads=200")["LBPAIR_PASS_THREADS"]
+
+    assert (default_threads, set_threads) == ("32", "200")
 
 
 def test_the_operator_elects_one_active_replica_through_a_lease_in_its_namespace() -> None:
