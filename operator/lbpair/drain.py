@@ -87,9 +87,13 @@ def with_drains(build: PairBuild, plan: DrainPlan) -> PairBuild:
     return dataclasses.replace(build, state=dataclasses.replace(build.state, nodes=nodes))
 
 
-def report_drains(status: PairStatus, plan: DrainPlan, health: PairHealth, at: str) -> PairStatus:
+def report_drains(
+    status: PairStatus, previous: PairStatus | None, plan: DrainPlan, health: PairHealth, at: str
+) -> PairStatus:
     """status.nodes[].maintenance and the Maintenance condition. A drained node is Drained once its peer
-    holds every VIP: from then on stopping its nginx or rebooting it takes nothing from anyone."""
+    holds every VIP: from then on stopping its nginx or rebooting it takes nothing from anyone. The
+    condition keeps its lastTransitionTime from the `previous` status (the one last written) while it
+    stays the same, so a pass that changes nothing writes nothing."""
     names = [node.name for node in health.nodes]
     states: dict[str, NodeMaintenance] = dict.fromkeys(plan.refused, "Refused")
     for name in plan.drained:
@@ -113,11 +117,11 @@ def report_drains(status: PairStatus, plan: DrainPlan, health: PairHealth, at: s
     condition = Condition.of(
         CONDITION, bool(plan.drained), reason, "; ".join(details) or "no node is drained", at=at
     )
-    previous = [c for c in status.conditions if c.type == CONDITION]
+    before = [c for c in previous.conditions if c.type == CONDITION] if previous else []
     others = [c for c in status.conditions if c.type != CONDITION]
     generation = status.observed_generation or 0
     return status.model_copy(
-        update={"nodes": nodes, "conditions": [*others, *with_transitions([condition], previous, generation)]}
+        update={"nodes": nodes, "conditions": [*others, *with_transitions([condition], before, generation)]}
     )
 
 

@@ -149,7 +149,11 @@ class Reconciler:
         memory.observed = observed
         memory.applied_hashes.update((r.name, r.applied_hash) for r in rollout.reports if r.applied_hash)
         pair = report_drains(
-            pair_status(build, health, memory.applied_hashes, memory.status, now), drains, health, now
+            pair_status(build, health, memory.applied_hashes, memory.status, now),
+            memory.status,
+            drains,
+            health,
+            now,
         )
         events += drain_events(memory.status, pair)
         drill = Drill(build, health, nodes, drains)

@@ -4,6 +4,9 @@ events. The e2e tests (tests/e2e/test_drain.py) prove the same with the real kee
 
 from __future__ import annotations
 
+import datetime
+import types
+
 import pytest
 
 from lbpair.build.keepalived import MAINTENANCE_PATH
@@ -215,3 +218,18 @@ def test_watch_output_parses_into_samples_and_the_gap_is_between_the_two_changes
         vip_gap(ADDRESS, "lb1", left, "lb2", reached[:1])
     with pytest.raises(NodeError):
         parse_vip_samples("")
+
+
+def test_a_later_pass_with_nothing_changed_writes_no_pair_status(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Maintenance condition keeps its lastTransitionTime, so an idle pass a minute later writes nothing
+    (the API-writes e2e test once saw the pair written on every pass)."""
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1)
+    clock = types.SimpleNamespace(datetime=types.SimpleNamespace(now=lambda _tz: later), UTC=datetime.UTC)
+    monkeypatch.setattr("lbpair.reconcile.datetime", clock)
+    writes = len(world.sink.writes)
+
+    world.run_pass()
+
+    assert len(world.sink.writes) == writes
