@@ -383,12 +383,19 @@ def test_nginx_is_reloaded_by_hup_of_its_master_and_started_by_its_unit_when_not
         f'#!/bin/sh\necho "$*" >>{calls}\ncase $1 in is-active) exit 3 ;; esac\n'
     )
     # An "nginx" master (its /proc/PID/comm is the script's name) that counts the HUPs it gets.
-    (bin_dir / "nginx").write_text(f"#!/bin/sh\ntrap 'echo hup >>{hups}' HUP\nwhile :; do sleep 0.05; done\n")
+    # It says when its trap is set: a HUP before that would kill it instead of being counted.
+    ready = tmp_path / "ready"
+    (bin_dir / "nginx").write_text(
+        f"#!/bin/sh\ntrap 'echo hup >>{hups}' HUP\n: >{ready}\nwhile :; do sleep 0.05; done\n"
+    )
     for name in ("systemctl", "nginx"):
         (bin_dir / name).chmod(0o755)
     node = Node(tmp_path / "node", bin_dir)
     master = subprocess.Popen([str(bin_dir / "nginx")], start_new_session=True)
     try:
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         pid_file.write_text(f"{master.pid}\n")
         node.agent("reload", f"nginx={pid_file}")
         deadline = time.monotonic() + 5
