@@ -24,7 +24,7 @@ from lbpair.build.keepalived import WATCH_STATE_DIRECTORY, nginx_watch
 from lbpair.model.pair import PairSpec
 from lbpair.nodes.observe import NginxWatchState, parse_nginx_watch, parse_probe
 from lbpair.render import render_nginx_watch
-from lbpair.render.model import NginxWatch, WatchedListener
+from lbpair.render.keepalived_model import NginxWatch, WatchedListener
 from tests.unit.samples import sample
 
 # A process whose /proc/PID/comm is "nginx", holding a listener until told to close it (SIGUSR1) or killed.

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from lbpair.render import render_template
+from lbpair.render.keepalived_model import CheckScript, Keepalived, VirtualAddress, VrrpInstance
+from lbpair.render.keepalived_model import GarpTuning as Garp
 from lbpair.render.model import (
     Balancing,
     Buffers,
     CacheValidity,
-    CheckScript,
     ErrorLog,
     Header,
-    Keepalived,
     Listen,
     Location,
     LocationCache,
@@ -22,11 +22,8 @@ from lbpair.render.model import (
     TlsFiles,
     Upstream,
     UpstreamServer,
-    VirtualAddress,
     VirtualHost,
-    VrrpInstance,
 )
-from lbpair.render.model import GarpTuning as Garp
 from lbpair.render.syntax import on_off, seconds
 
 SOURCE = ObjectKey("VirtualHost", "team", "shop")

@@ -39,7 +39,8 @@ from lbpair.model.upstream import Upstream as UpstreamSpec
 from lbpair.model.virtualhost import VirtualHost as VirtualHostSpec
 from lbpair.nodes.layout import NodeLayout
 from lbpair.render import RenderedNode, RenderMemo, render_pair
-from lbpair.render.model import DesiredState, NodeConfig, ObjectKey, Upstream, VirtualHost
+from lbpair.render.keepalived_model import NodeConfig
+from lbpair.render.model import DesiredState, ObjectKey, Upstream, VirtualHost
 
 ParsedT = TypeVar("ParsedT", UpstreamSpec, VirtualHostSpec)
 BuiltHost = tuple[tuple[VirtualHost, list[ManagedFile]] | None, list[Problem]]

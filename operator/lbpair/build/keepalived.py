@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 
 from lbpair.model.pair import LoadBalancerPair, PairNode, PairSpec
-from lbpair.render.model import (
+from lbpair.render.keepalived_model import (
     CheckScript,
     GarpTuning,
     Keepalived,

@@ -17,7 +17,8 @@ from typing import Any
 import jinja2
 
 from lbpair.model.files import CONFIG_FILE_MODE, ManagedFile, manifest_hash
-from lbpair.render.model import DesiredState, NginxWatch, NodeConfig
+from lbpair.render.keepalived_model import NginxWatch, NodeConfig
+from lbpair.render.model import DesiredState
 from lbpair.render.syntax import FILTERS
 
 SCRIPT_FILE_MODE = 0o755
