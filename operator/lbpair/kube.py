@@ -20,9 +20,10 @@ from typing import Any, cast
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from pydantic.alias_generators import to_camel
 
 from lbpair.model import GROUP, SECRET_LABEL, SECRET_SELECTOR, VERSION
-from lbpair.model.common import ObjectRef
+from lbpair.model.common import ObjectMeta, ObjectRef
 from lbpair.model.secret import HeldSecret
 from lbpair.model.status import StatusModel
 
@@ -55,11 +56,43 @@ class KubeAPI:
     def patch_status(self, plural: str, namespace: str, name: str, status: StatusModel) -> None:
         """Merge-patch `.status` (lists such as conditions are replaced whole)."""
         body = {"status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}
+        for cleared in status.CLEARED_WHEN_NONE:  # a merge patch removes a field only when sent as null
+            if getattr(status, cleared) is None:
+                body["status"][to_camel(cleared)] = None
         try:
             self._custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
         except ApiException as error:
             if error.status != HTTP_NOT_FOUND:  # deleted meanwhile: nothing to report on
                 raise
+
+    def put_config_map(self, owner: ObjectMeta, name: str, data: Mapping[str, str]) -> None:
+        """Create or replace the ConfigMap `name` in the pair's namespace, owned by the pair (garbage
+        collected with it); its data is replaced whole."""
+        core: Any = client.CoreV1Api()  # the body goes as a dict, as the Lease's do
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": owner.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "lbpair-operator", f"{GROUP}/pair": owner.name},
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "LoadBalancerPair",
+                        "name": owner.name,
+                        "uid": owner.uid,
+                    }
+                ],
+            },
+            "data": dict(data),
+        }
+        try:
+            core.replace_namespaced_config_map(name, owner.namespace, body)
+        except ApiException as error:
+            if error.status != HTTP_NOT_FOUND:
+                raise
+            core.create_namespaced_config_map(owner.namespace, body)
 
 
 @dataclass(frozen=True)

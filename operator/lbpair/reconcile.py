@@ -38,6 +38,7 @@ from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, find_condition, timestamp
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.ssh import SSHTarget
+from lbpair.preview import Previewer, PreviewSink
 from lbpair.sinks import PassRecorder, StatusSink
 from lbpair.status import (
     attached_status,
@@ -61,8 +62,11 @@ class Reconciler:
         metrics: PassRecorder,
         config: OperatorConfig,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        previews: PreviewSink | None = None,
     ) -> None:
         self._nodes, self._status, self._metrics, self._config = nodes, status, metrics, config
+        self._preview = Previewer(previews)
         self._rollout = IsolatingRollout(config, clock, metrics)
         self._memory: dict[ObjectRef, PairMemory] = {}
         self._lock = threading.Lock()
@@ -138,7 +142,13 @@ class Reconciler:
         drains = plan_drains(build.pair.spec, memory.status)
         build = with_drains(build, drains)
         nodes = connect(self._nodes, build)
-        build, rollout, events = self._rollout.run(key, build, resources, nodes, memory)
+        preview = None
+        if build.pair.spec.paused:
+            rollout, preview = self._preview.run(key, build, nodes)
+            events = list(rollout.events)
+        else:
+            self._preview.forget(key)
+            build, rollout, events = self._rollout.run(key, build, resources, nodes, memory)
         events += memory.former_nodes.release(build.pair.spec.nodes, nodes)
         health = assess_pair(
             build.vips, rollout.reports, rollout.problem, at=now, leaving=memory.former_nodes.pending()
@@ -155,6 +165,7 @@ class Reconciler:
             health,
             now,
         )
+        pair = pair.model_copy(update={"preview": preview})
         events += drain_events(memory.status, pair)
         drill = Drill(build, health, nodes, drains)
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
@@ -173,7 +184,13 @@ class Reconciler:
                 written += 1
             memory.attached[item.key] = status
         self._metrics.services_reloaded(key, rollout.reloads)
-        outcome = "rollout-failed" if rollout.problem else ("applied" if rollout.reloads else "unchanged")
+        outcome = (
+            "rollout-failed"
+            if rollout.problem and not preview
+            else "applied"
+            if rollout.reloads
+            else "unchanged"
+        )
         seconds, reloads = time.monotonic() - started, ",".join(rollout.reloads) or "-"
         log.info(
             "pass pair=%s outcome=%s seconds=%.3f files_changed=%d reloads=%s attached_status_writes=%d",
@@ -207,6 +224,7 @@ class Reconciler:
         if not pending:
             with self._lock:
                 self._memory.pop(key, None)
+            self._preview.forget(key)
             self._metrics.pair_removed(key)
         return pending
 

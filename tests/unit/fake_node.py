@@ -203,6 +203,16 @@ class FakeNode:
             return [VipSample(int(self.clock * 1_000_000), held)]  # nothing moved within `seconds`
         return self.watches.pop(0)
 
+    def read_files(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """As the agent's read-files: managed, world-readable files only (a key's content stays here)."""
+        self._call("read_files")
+        return {
+            path: managed.content
+            if path in self.manifest and (managed := self.files.get(path)) and managed.mode & 0o004
+            else None
+            for path in paths
+        }
+
     def uninstall(self) -> None:
         self._call("uninstall")
         self.owner = ""

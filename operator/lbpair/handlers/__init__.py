@@ -96,7 +96,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.metrics = metrics
     memo.leadership = Leadership.of(config, metrics)
     memo.electing = asyncio.create_task(memo.leadership.run(), name="leader election")
-    memo.reconciler = Reconciler(AgentNodes(), KubeAPI(), metrics, config)
+    kube = KubeAPI()
+    memo.reconciler = Reconciler(AgentNodes(), kube, metrics, config, previews=kube)
     memo.resolver = CachingResolver()
     memo.cleanup_messages = {}
     memo.wakeups = Wakeups()

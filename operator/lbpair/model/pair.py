@@ -276,6 +276,11 @@ class PairSpec(ApiModel):
     """Which addresses attached Upstreams and URL locations may proxy to."""
     limits: Limits = Limits()
     """Size limits for attached VirtualHosts."""
+    paused: bool = False
+    """Preview instead of rollout: the operator renders the config, stages and validates it on the backup
+    node (nginx -t, keepalived -t) without swapping it in, and reports what would change in status.preview
+    and the ConfigMap it names; the live config stays as it is on both nodes. Setting it back to false rolls
+    the same config out (the same resources render to the same config hash)."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:

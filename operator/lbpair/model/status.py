@@ -4,7 +4,7 @@ the operator builds with them is exactly what the API server keeps."""
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
@@ -40,6 +40,9 @@ class StatusModel(ApiModel):
     """Status is written by the operator, not users, so it is not held to the spec's allow-lists."""
 
     model_config = ConfigDict(strict=False)
+    CLEARED_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
+    """Fields a status write sends as null when None, so that a merge patch removes them (every other None
+    field is left out of the patch)."""
 
 
 class Condition(StatusModel):
@@ -182,8 +185,33 @@ class DrillStatus(StatusModel):
     """Why a drill was refused or failed; the steps' timings otherwise."""
 
 
+class PreviewStatus(StatusModel):
+    """What a paused pair (spec.paused) would change if it were unpaused, as validated on one node."""
+
+    config_map: Annotated[str, Field(max_length=253)]
+    """The ConfigMap in the pair's namespace that holds the diff (key `diff`) and the file list (`files`)."""
+    node: Annotated[str, Field(max_length=63)]
+    """The node the config was staged and validated on (the backup: the one holding fewer VIPs)."""
+    config_hash: Annotated[str, Field(max_length=64)]
+    """The hash of the previewed config for that node: what appliedConfigHash becomes on unpausing."""
+    files_added: Annotated[int, Field(ge=0)] = 0
+    """Files the config would add on the node."""
+    files_changed: Annotated[int, Field(ge=0)] = 0
+    """Files whose content would change."""
+    files_removed: Annotated[int, Field(ge=0)] = 0
+    """Files the operator manages now that the config would remove."""
+    validated: bool = False
+    """nginx -t and keepalived -t accepted the staged config on the node (true too when nothing changes)."""
+    message: ShortText = ""
+    """The validators' output when they refused it, or why the preview could not be made."""
+    diff_truncated: bool = False
+    """The diff in the ConfigMap was cut to its size limit (the counts above are complete)."""
+
+
 class PairStatus(StatusModel):
     """Observed state of a LoadBalancerPair."""
+
+    CLEARED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("preview",)
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """metadata.generation last reconciled."""
@@ -203,6 +231,8 @@ class PairStatus(StatusModel):
     """Ready (summary), and detail conditions."""
     last_drill: DrillStatus | None = None
     """The last failover drill asked for with the annotation lb.lbpair.dev/drill."""
+    preview: PreviewStatus | None = None
+    """While spec.paused: what unpausing would change; absent otherwise."""
     kopf: dict[str, Any] | None = None
     """Operator framework bookkeeping."""
 

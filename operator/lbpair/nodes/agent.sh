@@ -302,6 +302,24 @@ served_hash() {
         _ "$1" </dev/null | head -c 65536 | tail -n 1
 }
 
+# read-files PATH...: "PATH BASE64" with the content (its first MiB) of each PATH the manifest names with a
+# world-readable mode; "PATH -" for any other: not managed, missing, or a secret (a TLS key, 0600), whose
+# content never leaves the node. What the preview of a paused pair diffs against (lbpair.preview).
+read_files() {
+    for path in "$@"; do
+        mode=$(awk -v p="$path" '$3 == p { print $1; exit }' "$state/manifest" 2>/dev/null) || mode=""
+        case $mode in
+        *[4567])
+            if [ -f "$path" ]; then
+                printf '%s %s\n' "$path" "$(head -c 1048576 "$path" | base64 -w 0)"
+                continue
+            fi
+            ;;
+        esac
+        printf '%s -\n' "$path"
+    done
+}
+
 # -- a node's whole rollout in one round trip (lbpair.nodes.operations.roll_out) --
 
 # roll-out NGINX_CONF KEEPALIVED_CONF ROOTS ACTIVATE_ARGS...: validate the stage once (ROOTS: the config
@@ -425,7 +443,7 @@ watch-vip)
     watch_vip "$@"
     exit
     ;;
-probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim | roll-out | activate | maintenance) ;;
+probe | validate | swap | restore | uninstall | mark-live | reload | recover | claim | roll-out | activate | maintenance | read-files) ;;
 *)
     echo "unknown command: $command" >&2
     exit 2
@@ -451,5 +469,6 @@ reload) reload "$@" ;;
 roll-out) roll_out "$@" ;;
 activate) activate "$@" ;;
 maintenance) maintenance "$@" ;;
+read-files) read_files "$@" ;;
 recover) ;;
 esac

@@ -23,6 +23,7 @@ from lbpair.nodes.operations import (
     claim_node,
     observe_node,
     push_bundle,
+    read_managed_files,
     roll_out,
     uninstall_managed,
     validate_staged,
@@ -52,6 +53,10 @@ class Node(Protocol):
         one round trip; returns the node as observed then, and each step's milliseconds on the node. After
         the swap, a failure restores the last-known-good files on the node (NodeRolledBackError,
         NodeRestoreFailedError)."""
+        ...
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """The live content of managed files by path; None where the node will not show it (a secret)."""
         ...
 
     def claim(self) -> None:
@@ -126,6 +131,9 @@ class AgentNode:
 
     def roll_out(self, activation: Activation) -> tuple[NodeObservation, dict[str, int]]:
         return roll_out(self.client, self.layout, activation)
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, str | None]:
+        return read_managed_files(self.client, paths)
 
     def uninstall(self) -> None:
         uninstall_managed(self.client, self.layout.keepalived_service, self.layout.nginx_service)

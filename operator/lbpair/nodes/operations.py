@@ -10,6 +10,7 @@ hand (tests/e2e/test_node_agent.py).
 
 from __future__ import annotations
 
+import base64
 import io
 import shlex
 import tarfile
@@ -265,6 +266,20 @@ def uninstall_managed(client: NodeClient, *units: str) -> None:
     """Put back the node's own files the operator replaced, remove the rest of what it wrote; with
     `units` (keepalived's and nginx's), stop keepalived and reload nginx on the node's own config."""
     _checked(_agent(client, "uninstall", *units), "uninstalling managed config")
+
+
+def read_managed_files(client: NodeClient, paths: Iterable[str]) -> dict[str, str | None]:
+    """The content of each of `paths` the operator manages on the node (its first MiB), by path; None for
+    a path the node will not show: not managed, missing, or a secret (not world-readable)."""
+    stdout = _checked(_agent(client, "read-files", *paths), "reading managed files").stdout
+    contents: dict[str, str | None] = {}
+    try:
+        for line in stdout.splitlines():
+            path, _, encoded = line.partition(" ")
+            contents[path] = None if encoded == "-" else base64.b64decode(encoded, validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise NodeError(f"unreadable read-files output: {error}") from error
+    return contents
 
 
 def observe_served_hash(client: NodeClient, port: int) -> str:
