@@ -10,7 +10,7 @@ live file set: later passes over the same ones only probe the nodes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,7 @@ from lbpair.filediff import ConfigDiff, LiveFile, diff_config
 from lbpair.health import NodeReport, RolloutProblem
 from lbpair.isolated_rollout import plans_for
 from lbpair.model.common import ObjectMeta, ObjectRef
+from lbpair.model.files import ManagedFile
 from lbpair.model.status import PreviewStatus
 from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node
@@ -126,7 +127,7 @@ def _make(
             plan.node.validate()
         except ValidationFailedError as error:
             validated, message = False, str(error)
-    diff = diff_config(plan.files, _live_files(plan, observation, difference.changed))
+    diff = diff_config(plan.files, live_files(plan.files, observation, plan.node.read_files))
     status = PreviewStatus(
         config_map=name,
         node=plan.name,
@@ -141,20 +142,30 @@ def _make(
     return _Made(made_for, status, _problem(status, diff)), _config_map_data(status, diff)
 
 
-def _live_files(plan: NodePlan, observation: NodeObservation, changed: frozenset[str]) -> dict[str, LiveFile]:
-    """The node's managed files for the diff, with the content of the first MAX_FILES_READ that change.
-    The mode of a file the config keeps is taken as the config's (the node reports hashes, not modes); a
-    file only the node has is shown only if the node would show it (never a secret)."""
-    wanted = {managed.path: managed.mode for managed in plan.files}
+def live_files(
+    files: Sequence[ManagedFile],
+    observation: NodeObservation,
+    read: Callable[[list[str]], Mapping[str, str | None]],
+) -> dict[str, LiveFile]:
+    """The node's managed files as a diff against `files` needs them: with the content, read by `read`
+    (the node's read-files), of the first MAX_FILES_READ that `files` would change or remove. The mode of
+    a file `files` keeps is taken as theirs (the node reports hashes, not modes); a file only the node has
+    is taken as a secret unless the node showed its content (it never shows a secret's)."""
+    wanted = {managed.path: managed for managed in files}
     present = {path: state.actual_sha256 for path, state in observation.managed_files.items()}
-    to_read = sorted(path for path in changed if present.get(path))[:MAX_FILES_READ]
-    contents: Mapping[str, str | None] = plan.node.read_files(to_read) if to_read else {}
+    differing = [
+        path
+        for path, sha256 in present.items()
+        if sha256 and (path not in wanted or wanted[path].sha256 != sha256)
+    ]
+    to_read = sorted(differing)[:MAX_FILES_READ]
+    contents = read(to_read) if to_read else {}
     live: dict[str, LiveFile] = {}
     for path, sha256 in present.items():
         if sha256 is None:
             continue  # gone from the node: the config adds it back
         content = contents.get(path)
-        mode = wanted.get(path, 0o644 if content is not None else 0o600)
+        mode = wanted[path].mode if path in wanted else (0o644 if content is not None else 0o600)
         live[path] = LiveFile(mode, sha256, content)
     return live
 

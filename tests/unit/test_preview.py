@@ -78,12 +78,15 @@ def test_a_paused_new_pair_validates_on_the_backup_and_puts_nothing_live(world: 
     world.pause()
     events = world.run_pass()
 
-    assert world.lb1.manifest == {} and world.lb2.manifest == {}  # nothing live on either node
+    assert world.lb1.manifest == {}
+    assert world.lb2.manifest == {}
     assert "roll_out" not in world.lb1.calls + world.lb2.calls
-    assert world.lb2.calls.count("validate") == 1 and "stage" not in world.lb1.calls  # lb2: the backup
+    assert world.lb2.calls.count("validate") == 1
+    assert "stage" not in world.lb1.calls
     preview = world.preview()
     assert (preview.node, preview.validated, preview.config_map) == ("lb2", True, "seed-preview")
-    assert preview.files_added > 3 and preview.files_changed == preview.files_removed == 0
+    assert preview.files_added > 3
+    assert preview.files_changed == preview.files_removed == 0
     assert world.condition("Programmed")[:2] == ("False", "Paused")
     assert "see ConfigMap seed-preview" in world.condition("Programmed")[2]
     assert reasons(events) == ["Previewed lb2"]

@@ -454,7 +454,7 @@ case $command in roll-out | activate) agent_started=$(date +%s%N) ;; esac
 lock
 recover
 case $command in
-probe | recover) ;;
+probe | recover | read-files) ;; # read-only: a diff (python -m lbpair diff) may read any pair's node
 claim) own claim ;; # a pair whose files were live before nodes had owners
 *) own check ;; # every change, and validate (it reads the stage), only for the pair that has the node
 esac
