@@ -12,6 +12,7 @@ from lbpair.config import OperatorConfig
 from lbpair.metrics import PrometheusRecorder
 from lbpair.model.common import ObjectMeta
 from lbpair.model.status import PreviewStatus
+from lbpair.nodes.client import NodeUnreachableError
 from lbpair.reconcile import Reconciler
 from tests.unit.fake_node import FakeNode, FakeNodes
 from tests.unit.samples import SEED_AUTH_PASS, sample
@@ -164,3 +165,19 @@ def test_secrets_never_reach_the_preview() -> None:
     assert f"auth_pass {SEED_AUTH_PASS}" not in data["diff"]
     assert "auth_pass <redacted>" in data["diff"]
     assert any(line.endswith(".key") for line in data["files"].splitlines())
+
+
+def test_a_preview_the_node_could_not_make_is_reported_and_made_on_the_next_pass(world: PausedWorld) -> None:
+    world.pause()
+    world.lb2.failing_once["stage"] = NodeUnreachableError("lb2: connection reset")
+    world.run_pass()
+
+    assert world.condition("Programmed")[:2] == ("False", "PreviewFailed")
+    assert "connection reset" in world.preview().message
+    assert not world.preview().validated
+    assert world.config_maps.writes == 0
+
+    world.run_pass()
+    assert world.preview().validated
+    assert world.config_maps.writes == 1
+    assert world.lb2.manifest == {}
