@@ -58,7 +58,9 @@ class Manifests:
         objects: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         for document in _documents(paths):
             if isinstance(document, dict) and document.get("kind") in objects:
-                metadata = document.setdefault("metadata", {})
+                metadata = document.get("metadata")
+                if not isinstance(metadata, dict) or not metadata.get("name"):
+                    raise UsageError(f"{document['kind']} without metadata.name")
                 metadata.setdefault("namespace", namespace)
                 objects[document["kind"]].append(document)
         return cls(objects)

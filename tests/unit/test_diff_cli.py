@@ -88,6 +88,11 @@ def test_errors_exit_2_and_say_why(
     assert "VirtualHost" in left_out[2]
     assert "shop" in left_out[2]
 
+    nameless = tmp_path / "nameless.yaml"
+    nameless.write_text("kind: Upstream\nspec: {}\n")
+    unnamed = run(capsys, "diff", "-f", SEED, "-f", str(nameless), "--against-dir", str(rendered))
+    assert unnamed == (2, "", "lbpair diff: Upstream without metadata.name\n")
+
     bad_vip = seed_with(tmp_path, "198.51.100.10/24", "198.51.100.300/24")
     rejected = run(capsys, "diff", "-f", bad_vip, "-n", "demo", "--against-dir", str(rendered))
     assert rejected[0] == 2
