@@ -80,3 +80,24 @@ def attached_rejection_event(
     if accepted is None or accepted.status == "True" or (before is not None and before.status == "False"):
         return []
     return [Event.warning("Rejected", accepted.message, regarding=key)]
+
+
+CERTIFICATE_TROUBLE = {"CertificateValid": "False", "CertificateExpiring": "True"}
+"""The status of each certificate condition that warrants a warning."""
+
+
+def certificate_events(
+    key: ObjectKey, previous: AttachedStatus | None, current: AttachedStatus
+) -> list[Event]:
+    """A TLS VirtualHost's certificate expiring soon, expired, not yet valid or not covering its names: a
+    Warning on the VirtualHost when a condition enters that state or its reason changes (expiring ->
+    expired), once per reason."""
+    events: dict[str, Event] = {}
+    for condition_type, trouble in CERTIFICATE_TROUBLE.items():
+        now = find_condition(current.conditions, condition_type)
+        before = find_condition(previous.conditions, condition_type) if previous else None
+        if now is None or now.status != trouble:
+            continue
+        if before is None or (before.status, before.reason) != (now.status, now.reason):
+            events.setdefault(now.reason, Event.warning(now.reason, now.message, regarding=key))
+    return list(events.values())

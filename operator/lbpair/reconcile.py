@@ -25,12 +25,20 @@ from lbpair.build import (
     build_pair,
     pair_access,
 )
+from lbpair.build.certificates import ExpiryCheck
 from lbpair.build.resources import SecretLookup
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.drain import drain_events, plan_drains, report_drains, with_drains
 from lbpair.drill import Drill
-from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
+from lbpair.events import (
+    Event,
+    PairObservation,
+    attached_rejection_event,
+    certificate_events,
+    rejection_event,
+    transition_events,
+)
 from lbpair.health import assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
 from lbpair.memory import PairMemory
@@ -61,8 +69,11 @@ class Reconciler:
         metrics: PassRecorder,
         config: OperatorConfig,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self._nodes, self._status, self._metrics, self._config = nodes, status, metrics, config
+        self._wall_clock = wall_clock  # certificate expiry
         self._rollout = IsolatingRollout(config, clock, metrics)
         self._memory: dict[ObjectRef, PairMemory] = {}
         self._lock = threading.Lock()
@@ -120,7 +131,8 @@ class Reconciler:
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float
     ) -> tuple[str, list[Event]]:
         """The pass's outcome (as lbpair.metrics.PASS_OUTCOMES names them) and its events."""
-        now = timestamp(datetime.datetime.now(datetime.UTC))
+        moment = self._wall_clock()
+        now = timestamp(moment)
         build = build_pair(resources, memory.parsed, memory.refusals_in_force(resources))
         memory.secrets = build.secrets_used
         if isinstance(build, PairRejected):
@@ -161,13 +173,15 @@ class Reconciler:
         events += drilled
         self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
+        expiry = ExpiryCheck(moment, datetime.timedelta(days=self._config.certificate_warning_days))
         bodies = resources.attached_by_key()
         for item in build.attached:
             previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
             status = attached_status(
-                build, health, item, included=item.key in included, previous=previous, at=now
+                build, health, item, included=item.key in included, previous=previous, at=now, expiry=expiry
             )
             events += attached_rejection_event(item.key, previous, status)
+            events += certificate_events(item.key, previous, status)
             if status != previous:
                 self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
                 written += 1
