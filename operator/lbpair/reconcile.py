@@ -27,6 +27,8 @@ from lbpair.build import (
 )
 from lbpair.build.certificates import ExpiryCheck
 from lbpair.build.resources import SecretLookup
+from lbpair.build.router_ids import CONDITION as ROUTER_ID_CONFLICT
+from lbpair.build.router_ids import RouterIdClaim, router_id_condition
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.drain import drain_events, plan_drains, report_drains, with_drains
@@ -38,6 +40,7 @@ from lbpair.events import (
     certificate_events,
     rejection_event,
     transition_events,
+    trouble_events,
 )
 from lbpair.health import assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
@@ -54,6 +57,7 @@ from lbpair.status import (
     pair_status,
     rejected_pair_status,
     same_but_probe_times,
+    with_condition,
 )
 
 log = logging.getLogger(__name__)
@@ -136,6 +140,7 @@ class Reconciler:
         build = build_pair(resources, memory.parsed, memory.refusals_in_force(resources))
         memory.secrets = build.secrets_used
         if isinstance(build, PairRejected):
+            memory.router_ids = None
             events = rejection_event(memory.problem, build.message)
             memory.problem = build.message
             self._write_pair_status(key, memory, rejected_pair_status(build, memory.status, now))
@@ -168,6 +173,11 @@ class Reconciler:
             now,
         )
         events += drain_events(memory.status, pair)
+        memory.router_ids = RouterIdClaim.of(build.pair, build.state)
+        shared = router_id_condition(memory.router_ids, self._router_id_claims(), at=now)
+        pair = with_condition(pair, shared, memory.status)
+        before = memory.status.conditions if memory.status else []
+        events += trouble_events(before, pair.conditions, {ROUTER_ID_CONFLICT: "True"})
         drill = Drill(build, health, nodes, drains)
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
@@ -194,6 +204,12 @@ class Reconciler:
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
         return outcome, events
+
+    def _router_id_claims(self) -> list[RouterIdClaim]:
+        """Every managed pair's router ids as last built (a pair being deleted or rejected has none)."""
+        with self._lock:
+            memories = list(self._memory.values())
+        return [memory.router_ids for memory in memories if memory.router_ids and not memory.deleting]
 
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()

@@ -129,6 +129,14 @@ def node_vrrp_state(instances: Sequence[VrrpInstanceStatus]) -> NodeVrrpState:
     return states.pop() if len(states) == 1 else "Mixed"
 
 
+def with_condition(status: PairStatus, condition: Condition, previous: PairStatus | None) -> PairStatus:
+    """`status` with `condition` in place of any of its type, keeping lastTransitionTime from `previous`."""
+    generation = status.observed_generation or 0
+    (added,) = with_transitions([condition], previous.conditions if previous else [], generation)
+    kept = [c for c in status.conditions if c.type != condition.type]
+    return status.model_copy(update={"conditions": [*kept, added]})
+
+
 def rejected_pair_status(rejection: PairRejected, previous: PairStatus | None, at: str) -> PairStatus:
     """Nothing can be probed without a usable spec or key: Ready and Programmed say why, the rest of the
     status stays as last seen."""

@@ -113,11 +113,11 @@ class TlsWorld:
         return found.status, found.reason
 
 
-def make_tls_world(**config: float) -> TlsWorld:
+def make_tls_world(warning_days: float = 14.0) -> TlsWorld:
     lb1 = FakeNode("lb1", addresses={"198.51.100.11/24"}, vips={VIP})
     lb2 = FakeNode("lb2", addresses={"198.51.100.12/24"})
     sink, wall_clock = RecordingSink(), WallClock()
-    settings = OperatorConfig(verify_timeout_seconds=0.3, **config)
+    settings = OperatorConfig(verify_timeout_seconds=0.3, certificate_warning_days=warning_days)
     reconciler = Reconciler(
         FakeNodes({"lb1": lb1, "lb2": lb2}),
         sink,
@@ -185,7 +185,7 @@ def test_time_passing_alone_raises_the_warning_then_the_expiry_once_each() -> No
 
 
 def test_the_warning_window_is_the_operators_setting() -> None:
-    world = make_tls_world(certificate_warning_days=30)
+    world = make_tls_world(warning_days=30)
 
     events = world.run_pass()
 
