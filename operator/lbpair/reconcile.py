@@ -183,7 +183,7 @@ class Reconciler:
         events += drilled
         self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
-        expiry = ExpiryCheck(moment, datetime.timedelta(days=self._config.certificate_warning_days))
+        expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
         bodies = resources.attached_by_key()
         for item in build.attached:
             previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))

@@ -24,7 +24,6 @@ from lbpair.model.files import ManagedFile
 from lbpair.model.status import CertificateStatus, Condition, timestamp
 from lbpair.render.model import ObjectKey, VirtualHost
 
-DEFAULT_WARNING_DAYS = 14
 MAX_SUBJECT_NAMES = 64  # what status.certificate.subjectNames holds
 INSPECTED_CERTIFICATES = 8192
 """Memoised inspections: one per TLS Secret version in use, so a pair with thousands of TLS hosts re-reads
@@ -60,7 +59,11 @@ class ExpiryCheck:
     """The moment a pass looks at certificates, and how long before notAfter it warns."""
 
     now: datetime.datetime
-    warn_before: datetime.timedelta = datetime.timedelta(days=DEFAULT_WARNING_DAYS)
+    warn_before: datetime.timedelta
+
+    @classmethod
+    def warning_days_ahead(cls, now: datetime.datetime, days: float) -> ExpiryCheck:
+        return cls(now, datetime.timedelta(days=days))
 
     def conditions(self, certificate: Certificate) -> list[Condition]:
         """CertificateValid (False: expired, not yet valid, or a server name not covered) and
