@@ -37,7 +37,7 @@ class Certificate:
     not_before: datetime.datetime
     not_after: datetime.datetime
     serial: str
-    """Upper-case hex, as `openssl x509 -serial` prints it."""
+    """Upper-case hex in whole bytes, as `openssl x509 -serial` prints it."""
     subject_names: tuple[str, ...]
     """DNS and IP subjectAltNames; the subject's CN when there are none."""
     uncovered: tuple[str, ...]
@@ -120,10 +120,16 @@ def inspect_certificate(pem: str, server_names: tuple[str, ...]) -> Certificate:
     return Certificate(
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
-        serial=f"{leaf.serial_number:X}",
+        serial=openssl_serial(leaf.serial_number),
         subject_names=names,
         uncovered=tuple(name for name in server_names if not covers(names, name)),
     )
+
+
+def openssl_serial(number: int) -> str:
+    """Upper-case hex in whole bytes, as `openssl x509 -serial` prints it (0xA11CE is 0A11CE)."""
+    digits = f"{number:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 def subject_names(certificate: x509.Certificate) -> tuple[str, ...]:

@@ -240,7 +240,7 @@ class CertificateStatus(StatusModel):
     """End of validity: the CertificateExpiring condition turns True some days before (the operator's
     LBPAIR_CERTIFICATE_WARNING_DAYS, 14 by default)."""
     serial: Annotated[str, Field(max_length=64)]
-    """Serial number in upper-case hex, as `openssl x509 -serial` prints it."""
+    """Serial number in upper-case hex, whole bytes, as `openssl x509 -serial` prints it."""
     subject_names: Annotated[list[SubjectName], Field(max_length=64)] = Field(default_factory=list)
     """DNS and IP subjectAltNames (the subject's CN when there are none); the first 64."""
     covers_server_names: bool
