@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -146,7 +145,7 @@ def subject_names(certificate: x509.Certificate) -> tuple[str, ...]:
 def covers(names: Sequence[str], server_name: str) -> bool:
     """Whether a certificate with these subject names is valid for `server_name` (RFC 6125 6.4)."""
     wanted = server_name.lower()
-    if _is_address(wanted):
+    if wanted.rpartition(".")[2].isdigit():  # an IPv4 address: no top-level domain is all digits
         return wanted in names
     for name in (name.lower() for name in names):
         if name == wanted:
@@ -156,11 +155,3 @@ def covers(names: Sequence[str], server_name: str) -> bool:
             if label and rest == name[2:]:
                 return True
     return False
-
-
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        return False
-    return True
