@@ -101,7 +101,7 @@ class Tenant:
             "sh", "-c",
             f"openssl s_client -connect {address}:443 -servername {HOST} </dev/null 2>/dev/null"
             " | openssl x509 -noout -serial",
-            check=False,
+            check=False, timeout=15,
         )  # fmt: skip
         return handshake.stdout.strip().removeprefix("serial=")
 
