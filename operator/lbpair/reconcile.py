@@ -173,11 +173,8 @@ class Reconciler:
             now,
         )
         events += drain_events(memory.status, pair)
-        memory.router_ids = RouterIdClaim.of(build.pair, build.state)
-        shared = router_id_condition(memory.router_ids, self._router_id_claims(), at=now)
-        pair = with_condition(pair, shared, memory.status)
-        before = memory.status.conditions if memory.status else []
-        events += trouble_events(before, pair.conditions, {ROUTER_ID_CONFLICT: "True"})
+        pair, shared = self._check_router_ids(memory, build, pair, now)
+        events += shared
         drill = Drill(build, health, nodes, drains)
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
@@ -205,11 +202,17 @@ class Reconciler:
         )
         return outcome, events
 
-    def _router_id_claims(self) -> list[RouterIdClaim]:
-        """Every managed pair's router ids as last built (a pair being deleted or rejected has none)."""
+    def _check_router_ids(
+        self, memory: PairMemory, build: PairBuild, pair: PairStatus, now: str
+    ) -> tuple[PairStatus, list[Event]]:
+        """The VirtualRouterIdConflict condition against every other pair managed, as last built (a pair
+        being deleted or rejected has none), and a Warning when it turns True."""
+        memory.router_ids = RouterIdClaim.of(build.pair, build.state)
         with self._lock:
-            memories = list(self._memory.values())
-        return [memory.router_ids for memory in memories if memory.router_ids and not memory.deleting]
+            others = [m.router_ids for m in self._memory.values() if m.router_ids and not m.deleting]
+        checked = with_condition(pair, router_id_condition(memory.router_ids, others, at=now), memory.status)
+        before = memory.status.conditions if memory.status else []
+        return checked, trouble_events(before, checked.conditions, {ROUTER_ID_CONFLICT: "True"})
 
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()
