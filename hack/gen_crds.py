@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from lbpair.model import GROUP, VERSION
 from lbpair.model.pair import PairSpec
-from lbpair.model.status import AttachedStatus, PairStatus
+from lbpair.model.status import AttachedStatus, PairStatus, VirtualHostStatus
 from lbpair.model.upstream import UpstreamSpec
 from lbpair.model.virtualhost import VirtualHostSpec
 
@@ -84,7 +84,7 @@ KINDS = (
         short_names=("vhost",),
         description="An nginx virtual host (server block) on a pair: names, ports, TLS, logs and locations.",
         spec=VirtualHostSpec,
-        status=AttachedStatus,
+        status=VirtualHostStatus,
         columns=(
             {"name": "Pair", "type": "string", "jsonPath": ".spec.pairRef.name"},
             {"name": "Hosts", "type": "string", "jsonPath": ".spec.serverNames"},

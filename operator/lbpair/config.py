@@ -55,6 +55,9 @@ class OperatorConfig:
     leader_lease: str = ""
     """`namespace/name` of the coordination.k8s.io Lease that elects the one operator that acts (the chart
     sets its own); empty: no election, for a single operator process."""
+    certificate_warning_days: float = 14.0
+    """A TLS VirtualHost's CertificateExpiring condition turns True, with a Warning event, this many days
+    before its certificate's notAfter (checked on every pass, so without any edit)."""
     leader_lease_seconds: float = 15.0
     """How long a Lease not renewed stays held: a standby takes over this long after the holder's last
     renewal; the holder renews every third of it and exits when it cannot renew within two thirds."""
@@ -83,14 +86,20 @@ _UPPER_BOUNDS = (("max_retry_seconds", "retry_seconds"), ("coalesce_max_seconds"
 """(a bound, what it bounds): a bound below its value would silently win."""
 
 
-def _positive_seconds(variable: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{variable}={text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{variable}={text!r} must be a positive number of seconds")
-    return value
+def _positive(unit: str) -> Callable[[str, str], float]:
+    def parse(variable: str, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{variable}={text!r} is not a number of {unit}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{variable}={text!r} must be a positive number of {unit}")
+        return value
+
+    return parse
+
+
+_positive_seconds = _positive("seconds")
 
 
 def _port(variable: str, text: str) -> int:
@@ -133,5 +142,6 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "metrics_port": _port,
     "pass_threads": _thread_count,
     "leader_lease": _lease,
+    "certificate_warning_days": _positive("days"),
 }
 """Each field's parser; the others are seconds (_positive_seconds)."""

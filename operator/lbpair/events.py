@@ -3,11 +3,11 @@ events users see (`kubectl get events`): each fires once per change, not on ever
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lbpair.health import PairHealth
-from lbpair.model.status import MESSAGE_LIMIT, AttachedStatus, find_condition, truncate
+from lbpair.model.status import MESSAGE_LIMIT, AttachedStatus, Condition, find_condition, truncate
 from lbpair.render.model import ObjectKey
 
 
@@ -80,3 +80,36 @@ def attached_rejection_event(
     if accepted is None or accepted.status == "True" or (before is not None and before.status == "False"):
         return []
     return [Event.warning("Rejected", accepted.message, regarding=key)]
+
+
+CERTIFICATE_TROUBLE = {"CertificateValid": "False", "CertificateExpiring": "True"}
+"""The status of each certificate condition that warrants a warning."""
+
+
+def certificate_events(
+    key: ObjectKey, previous: AttachedStatus | None, current: AttachedStatus
+) -> list[Event]:
+    """A TLS VirtualHost's certificate expiring soon, expired, not yet valid or not covering its names: a
+    Warning on the VirtualHost when a condition enters that state or its reason changes (expiring ->
+    expired), once per reason."""
+    before = previous.conditions if previous else []
+    return trouble_events(before, current.conditions, CERTIFICATE_TROUBLE, regarding=key)
+
+
+def trouble_events(
+    previous: Sequence[Condition],
+    current: Sequence[Condition],
+    trouble: Mapping[str, str],
+    regarding: ObjectKey | None = None,
+) -> list[Event]:
+    """A Warning, its reason the condition's, when a condition of `trouble` (type -> the status that is
+    trouble) enters that status or changes its reason while in it; once per reason."""
+    events: dict[str, Event] = {}
+    for condition_type, bad in trouble.items():
+        now = find_condition(list(current), condition_type)
+        before = find_condition(list(previous), condition_type)
+        if now is None or now.status != bad:
+            continue
+        if before is None or (before.status, before.reason) != (now.status, now.reason):
+            events.setdefault(now.reason, Event.warning(now.reason, now.message, regarding=regarding))
+    return list(events.values())

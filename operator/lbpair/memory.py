@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from lbpair.build import PairResources, ParseCache
+from lbpair.build.router_ids import RouterIdClaim
 from lbpair.deletion import FormerNodes
 from lbpair.events import PairObservation
 from lbpair.model.common import ObjectRef
@@ -35,6 +36,8 @@ class PairMemory:
     parsed: ParseCache = field(default_factory=ParseCache)
     refusals: dict[ObjectKey, Refusal] = field(default_factory=dict)
     former_nodes: FormerNodes = field(default_factory=FormerNodes)
+    router_ids: RouterIdClaim | None = None
+    """The VRRP router ids and networks of its last build, checked against every other pair's."""
 
     def refusals_in_force(self, resources: PairResources) -> dict[ObjectKey, str]:
         """Forgets the refusals of objects that changed (or went away) or of a pair that changed: those are

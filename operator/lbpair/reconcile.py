@@ -25,12 +25,23 @@ from lbpair.build import (
     build_pair,
     pair_access,
 )
+from lbpair.build.certificates import ExpiryCheck
 from lbpair.build.resources import SecretLookup
+from lbpair.build.router_ids import CONDITION as ROUTER_ID_CONFLICT
+from lbpair.build.router_ids import RouterIdClaim, router_id_condition
 from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.drain import drain_events, plan_drains, report_drains, with_drains
 from lbpair.drill import Drill
-from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
+from lbpair.events import (
+    Event,
+    PairObservation,
+    attached_rejection_event,
+    certificate_events,
+    rejection_event,
+    transition_events,
+    trouble_events,
+)
 from lbpair.health import assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
 from lbpair.memory import PairMemory
@@ -47,6 +58,7 @@ from lbpair.status import (
     pair_status,
     rejected_pair_status,
     same_but_probe_times,
+    with_condition,
 )
 
 log = logging.getLogger(__name__)
@@ -64,9 +76,11 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         *,
         previews: PreviewSink | None = None,
+        wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self._nodes, self._status, self._metrics, self._config = nodes, status, metrics, config
         self._preview = Previewer(previews)
+        self._wall_clock = wall_clock  # certificate expiry
         self._rollout = IsolatingRollout(config, clock, metrics)
         self._memory: dict[ObjectRef, PairMemory] = {}
         self._lock = threading.Lock()
@@ -124,10 +138,12 @@ class Reconciler:
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float
     ) -> tuple[str, list[Event]]:
         """The pass's outcome (as lbpair.metrics.PASS_OUTCOMES names them) and its events."""
-        now = timestamp(datetime.datetime.now(datetime.UTC))
+        moment = self._wall_clock()
+        now = timestamp(moment)
         build = build_pair(resources, memory.parsed, memory.refusals_in_force(resources))
         memory.secrets = build.secrets_used
         if isinstance(build, PairRejected):
+            memory.router_ids = None
             events = rejection_event(memory.problem, build.message)
             memory.problem = build.message
             self._write_pair_status(key, memory, rejected_pair_status(build, memory.status, now))
@@ -167,18 +183,22 @@ class Reconciler:
         )
         pair = pair.model_copy(update={"preview": preview})
         events += drain_events(memory.status, pair)
+        pair, shared = self._check_router_ids(memory, build, pair, now)
+        events += shared
         drill = Drill(build, health, nodes, drains)
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
         self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
+        expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
         bodies = resources.attached_by_key()
         for item in build.attached:
             previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
             status = attached_status(
-                build, health, item, included=item.key in included, previous=previous, at=now
+                build, health, item, included=item.key in included, previous=previous, at=now, expiry=expiry
             )
             events += attached_rejection_event(item.key, previous, status)
+            events += certificate_events(item.key, previous, status)
             if status != previous:
                 self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
                 written += 1
@@ -197,6 +217,18 @@ class Reconciler:
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
         return outcome, events
+
+    def _check_router_ids(
+        self, memory: PairMemory, build: PairBuild, pair: PairStatus, now: str
+    ) -> tuple[PairStatus, list[Event]]:
+        """The VirtualRouterIdConflict condition against every other pair managed, as last built (a pair
+        being deleted or rejected has none), and a Warning when it turns True."""
+        memory.router_ids = RouterIdClaim.of(build.pair, build.state)
+        with self._lock:
+            others = [m.router_ids for m in self._memory.values() if m.router_ids and not m.deleting]
+        checked = with_condition(pair, router_id_condition(memory.router_ids, others, at=now), memory.status)
+        before = memory.status.conditions if memory.status else []
+        return checked, trouble_events(before, checked.conditions, {ROUTER_ID_CONFLICT: "True"})
 
     def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
         now = time.monotonic()

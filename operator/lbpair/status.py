@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast, get_args
 
 from lbpair.build import AttachedObject, PairBuild, PairRejected
+from lbpair.build.certificates import ExpiryCheck
 from lbpair.health import NodeReport, PairHealth
 from lbpair.model.status import (
     MAX_VRRP_INSTANCES,
@@ -19,6 +20,7 @@ from lbpair.model.status import (
     NodeStatus,
     NodeVrrpState,
     PairStatus,
+    VirtualHostStatus,
     VrrpInstanceStatus,
     VrrpState,
     find_condition,
@@ -127,6 +129,14 @@ def node_vrrp_state(instances: Sequence[VrrpInstanceStatus]) -> NodeVrrpState:
     return states.pop() if len(states) == 1 else "Mixed"
 
 
+def with_condition(status: PairStatus, condition: Condition, previous: PairStatus | None) -> PairStatus:
+    """`status` with `condition` in place of any of its type, keeping lastTransitionTime from `previous`."""
+    generation = status.observed_generation or 0
+    (added,) = with_transitions([condition], previous.conditions if previous else [], generation)
+    kept = [c for c in status.conditions if c.type != condition.type]
+    return status.model_copy(update={"conditions": [*kept, added]})
+
+
 def rejected_pair_status(rejection: PairRejected, previous: PairStatus | None, at: str) -> PairStatus:
     """Nothing can be probed without a usable spec or key: Ready and Programmed say why, the rest of the
     status stays as last seen."""
@@ -178,8 +188,9 @@ def attached_status_in(body: Mapping[str, Any] | None) -> AttachedStatus | None:
     status = (body or {}).get("status")
     if not status:
         return None
+    model = VirtualHostStatus if (body or {}).get("kind") == "VirtualHost" else AttachedStatus
     try:
-        return AttachedStatus.model_validate(status)
+        return model.model_validate(status)
     except ValueError:
         return None  # written by something else: written afresh
 
@@ -192,8 +203,11 @@ def attached_status(
     included: bool,
     previous: AttachedStatus | None,
     at: str,
+    expiry: ExpiryCheck,
 ) -> AttachedStatus:
-    """Accepted (valid, attached, references resolve) and Programmed (live on every node)."""
+    """Accepted (valid, attached, references resolve) and Programmed (live on every node); for a TLS
+    VirtualHost that builds, its certificate with CertificateValid and CertificateExpiring (as of
+    `expiry`)."""
     key_problems, generation = build.problems_of(item.key), item.generation
     programmed_on = sorted(node.name for node in health.nodes if node.programmed)
     live = included and len(programmed_on) == len(health.nodes)
@@ -213,9 +227,16 @@ def attached_status(
             at=at,
         ),
     ]
-    return AttachedStatus(
+    certificate = build.certificates.get(item.key)
+    if certificate is not None:
+        conditions += expiry.conditions(certificate)
+    status_type = VirtualHostStatus if item.key.kind == "VirtualHost" else AttachedStatus
+    status = status_type(
         observed_generation=generation,
         pair=f"{build.pair.metadata.namespace}/{build.pair.metadata.name}",
         programmed_on=programmed_on if included else [],
         conditions=with_transitions(conditions, previous.conditions if previous else [], generation),
     )
+    if certificate is None:
+        return status
+    return status.model_copy(update={"certificate": certificate.status()})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
+from lbpair.build.certificates import Certificate, certificates_of
 from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording, versions_of
 from lbpair.build.keepalived import TRACK_DIRECTORY, check_script, keepalived, nginx_watch
 from lbpair.build.nginx import nginx_main
@@ -86,6 +87,11 @@ class PairBuild:
         for problem in self.problems:
             grouped.setdefault(problem.object, []).append(f"{problem.field}: {problem.message}")
         return grouped
+
+    @functools.cached_property
+    def certificates(self) -> Mapping[ObjectKey, Certificate]:
+        """The certificate each TLS VirtualHost serves, read once per build (an idle pair reuses it)."""
+        return certificates_of(self.state.virtual_hosts, self.state.tls_files)
 
     def problems_of(self, key: ObjectKey) -> list[str]:
         return self._problems_by_object.get(key, [])

@@ -1,4 +1,5 @@
-"""Checks of a TLS Secret's certificate and key before they go to the nodes (the only cryptography user).
+"""Checks of a TLS Secret's certificate and key before they go to the nodes (cryptography is used here and
+in lbpair.build.certificates only).
 
 nginx -t refuses the whole config when one certificate or key does not load or the two do not match, so a
 tenant's bad Secret would otherwise block every other tenant's change on the pair. `tls.crt` must hold

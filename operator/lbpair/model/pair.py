@@ -227,6 +227,14 @@ NOPREEMPT_NEEDS_FAULT = CelRule(
     "priority never moves the VIPs (keepalived issue 2599), only FAULT does",
     field_path=".healthCheck.weight",
 )
+ADVERTS_KEEP_UP_WITH_THE_CHECK = CelRule(
+    rule="self.healthCheck.weight == 0 || self.healthCheck.method == 'TrackProcess' || "
+    "self.vrrp.advertIntervalMilliseconds <= self.healthCheck.intervalSeconds * 1000",
+    message="vrrp.advertIntervalMilliseconds must not exceed healthCheck.intervalSeconds when "
+    "healthCheck.weight is not 0: the peer learns a lowered priority from the holder's periodic adverts, "
+    "so adverts rarer than the check make its interval pointless (weight 0 hands over at once)",
+    field_path=".vrrp.advertIntervalMilliseconds",
+)
 
 
 class PairSpec(ApiModel):
@@ -242,6 +250,7 @@ class PairSpec(ApiModel):
         VIPS_IN_NODE_NETWORK,
         NOPREEMPT_NEEDS_FAULT,
         LISTENERS_AVOID_NODE_PORTS,
+        ADVERTS_KEEP_UP_WITH_THE_CHECK,
     )
 
     nodes: Annotated[list[PairNode], Field(min_length=2, max_length=2), UniqueItems(("name",))]
@@ -308,6 +317,11 @@ class PairSpec(ApiModel):
             all(_in_network(vip.address, node.vrrp_address) for vip in self.vips for node in self.nodes)
         )
         NOPREEMPT_NEEDS_FAULT.enforce(self.vrrp.preempt.mode != "NoPreempt" or weight == 0)
+        ADVERTS_KEEP_UP_WITH_THE_CHECK.enforce(
+            weight == 0
+            or self.health_check.method == "TrackProcess"
+            or self.vrrp.advert_interval_milliseconds <= self.health_check.interval_seconds * 1000
+        )
         return self
 
     @model_validator(mode="after")

@@ -256,3 +256,32 @@ class AttachedStatus(StatusModel):
 
 def find_condition(conditions: list[Condition], condition_type: str) -> Condition | None:
     return next((c for c in conditions if c.type == condition_type), None)
+
+
+SubjectName = Annotated[str, _truncated(253), Field(max_length=253)]
+
+
+class CertificateStatus(StatusModel):
+    """The certificate a TLS VirtualHost serves, as read from its Secret's tls.crt (the first one)."""
+
+    not_before: Timestamp
+    """Start of validity."""
+    not_after: Timestamp
+    """End of validity: the CertificateExpiring condition turns True some days before (the operator's
+    LBPAIR_CERTIFICATE_WARNING_DAYS, 14 by default)."""
+    serial: Annotated[str, Field(max_length=64)]
+    """Serial number in upper-case hex, whole bytes, as `openssl x509 -serial` prints it."""
+    subject_names: Annotated[list[SubjectName], Field(max_length=64)] = Field(default_factory=list)
+    """DNS and IP subjectAltNames (the subject's CN when there are none); the first 64."""
+    covers_server_names: bool
+    """Every spec.serverNames entry matches a subject name (RFC 6125: a wildcard stands for one label)."""
+    uncovered_server_names: Annotated[list[SubjectName], Field(max_length=32)] = Field(default_factory=list)
+    """The server names no subject name matches."""
+
+
+class VirtualHostStatus(AttachedStatus):
+    """Observed state of a VirtualHost."""
+
+    certificate: CertificateStatus | None = None
+    """The certificate served (VirtualHosts with spec.tls, once built), with the conditions
+    CertificateValid and CertificateExpiring."""
