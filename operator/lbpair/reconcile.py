@@ -42,7 +42,7 @@ from lbpair.events import (
     transition_events,
     trouble_events,
 )
-from lbpair.health import assess_pair
+from lbpair.health import PairHealth, assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
 from lbpair.memory import PairMemory
 from lbpair.model.common import ObjectRef
@@ -189,20 +189,8 @@ class Reconciler:
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
         self._write_pair_status(key, memory, pair)
-        written, included = 0, set(build.state.included)
-        expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
-        bodies = resources.attached_by_key()
-        for item in build.attached:
-            previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
-            status = attached_status(
-                build, health, item, included=item.key in included, previous=previous, at=now, expiry=expiry
-            )
-            events += attached_rejection_event(item.key, previous, status)
-            events += certificate_events(item.key, previous, status)
-            if status != previous:
-                self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
-                written += 1
-            memory.attached[item.key] = status
+        written, attached_events = self._write_attached_statuses(build, health, resources, memory, moment)
+        events += attached_events
         self._metrics.services_reloaded(key, rollout.reloads)
         outcome = (
             "rollout-failed"
@@ -217,6 +205,33 @@ class Reconciler:
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
         return outcome, events
+
+    def _write_attached_statuses(
+        self,
+        build: PairBuild,
+        health: PairHealth,
+        resources: PairResources,
+        memory: PairMemory,
+        moment: datetime.datetime,
+    ) -> tuple[int, list[Event]]:
+        """Each attached object's status, written only when its own content changed; returns how many
+        were written and their events (refusals, certificate trouble)."""
+        now = timestamp(moment)
+        written, events, included = 0, list[Event](), set(build.state.included)
+        expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
+        bodies = resources.attached_by_key()
+        for item in build.attached:
+            previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
+            status = attached_status(
+                build, health, item, included=item.key in included, previous=previous, at=now, expiry=expiry
+            )
+            events += attached_rejection_event(item.key, previous, status)
+            events += certificate_events(item.key, previous, status)
+            if status != previous:
+                self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
+                written += 1
+            memory.attached[item.key] = status
+        return written, events
 
     def _check_router_ids(
         self, memory: PairMemory, build: PairBuild, pair: PairStatus, now: str
