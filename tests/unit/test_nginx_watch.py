@@ -63,6 +63,11 @@ class Node:
         path = self.root / "state" / "status"
         return path.read_text().split() if path.exists() else []
 
+    def reads(self, track: str) -> bool:
+        """The track file says `track` and the status file, written right after it, agrees."""
+        status = self.status()
+        return self.track == track and len(status) == 4 and status[2] == ("up" if track == "0" else "down")
+
 
 def start_nginx(root: Path) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen([sys.executable, "-c", FAKE_NGINX], stdout=subprocess.PIPE, text=True)
@@ -105,7 +110,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 
 def test_serving_nginx_reads_0_and_the_status_names_the_files_it_runs(node: Node) -> None:
-    wait_until(lambda: node.track == "0", "track file 0")
+    wait_until(lambda: node.reads("0"), "track file 0")
 
     pid, files_hash, verdict, _since = node.status()
     program = (node.root / "lbpair-nginx-watch").read_bytes()
@@ -116,11 +121,11 @@ def test_serving_nginx_reads_0_and_the_status_names_the_files_it_runs(node: Node
 
 
 def test_a_killed_master_reads_1_and_a_new_master_reads_0_again(node: Node) -> None:
-    wait_until(lambda: node.track == "0", "track file 0")
+    wait_until(lambda: node.reads("0"), "track file 0")
 
     node.nginx.send_signal(signal.SIGKILL)
     node.nginx.wait(timeout=10)
-    wait_until(lambda: node.track == "1", "track file 1 after the kill")
+    wait_until(lambda: node.reads("1"), "track file 1 after the kill")
     assert node.status()[2] == "down"
 
     node.nginx, port = start_nginx(node.root)
@@ -129,7 +134,7 @@ def test_a_killed_master_reads_1_and_a_new_master_reads_0_again(node: Node) -> N
 
 
 def test_a_master_that_stops_accepting_reads_1(node: Node) -> None:
-    wait_until(lambda: node.track == "0", "track file 0")
+    wait_until(lambda: node.reads("0"), "track file 0")
 
     node.nginx.send_signal(signal.SIGUSR1)  # closes its listener, as a graceful stop does first
 
@@ -138,14 +143,16 @@ def test_a_master_that_stops_accepting_reads_1(node: Node) -> None:
 
 
 def test_an_update_is_taken_in_place_and_removal_stops_the_watcher(node: Node) -> None:
-    wait_until(lambda: node.track == "0", "track file 0")
+    wait_until(lambda: node.reads("0"), "track file 0")
     pid, old_hash = node.status()[:2]
 
     (node.root / "track").unlink()  # only a new start of the watcher writes it again
     install(node.root, node.port, interval_milliseconds=30)
 
-    wait_until(lambda: node.track == "0", "track file rewritten after the update")
-    assert node.status()[:2] != [pid, old_hash]
+    wait_until(
+        lambda: node.reads("0") and node.status()[1] != old_hash,
+        "track and status rewritten after the update",
+    )
     assert node.status()[0] == pid  # the same process, re-executed
     (node.root / "lbpair-nginx-watch").unlink()
     wait_until(lambda: not (node.root / "state" / "pid").exists(), "watcher gone after removal")
@@ -154,7 +161,7 @@ def test_an_update_is_taken_in_place_and_removal_stops_the_watcher(node: Node) -
 
 
 def test_a_second_watcher_started_beside_a_running_one_leaves_at_once(node: Node) -> None:
-    wait_until(lambda: node.track == "0", "track file 0")
+    wait_until(lambda: node.reads("0"), "track file 0")
 
     second = subprocess.run(
         ["python3", str(node.root / "lbpair-nginx-watch"), str(node.root / "lbpair-nginx-watch.json")],
