@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
+from lbpair.build.firewall import firewall
 from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording, versions_of
 from lbpair.build.keepalived import TRACK_DIRECTORY, check_script, keepalived, nginx_watch
 from lbpair.build.nginx import nginx_main
@@ -116,6 +117,7 @@ def node_layout(spec: PairSpec) -> NodeLayout:
         status_port=profile.nginx_status_port,
         nginx_pid_path=profile.nginx_pid_path,
         directories=(profile.nginx_cache_dir, TRACK_DIRECTORY),
+        firewall_path=profile.firewall_ruleset_path,
     )
 
 
@@ -300,7 +302,9 @@ def _build_pair(
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
         nodes=[
-            NodeConfig(node.name, keepalived(pair, node, auth_pass), nginx_watch(spec, node))
+            NodeConfig(
+                node.name, keepalived(pair, node, auth_pass), nginx_watch(spec, node), firewall(spec, node)
+            )
             for node in spec.nodes
         ],
         nginx=nginx_main(spec, [u.path for u in upstream_list] + [h.path for h in hosts], hosts),
