@@ -314,11 +314,12 @@ apply_firewall() {
     fi
 }
 
-# remove_firewall: delete the firewall's table if there is one (add+delete: valid either way, one
-# transaction); nothing to do on a node without nft.
+# remove_firewall: delete the firewall's table if there is one (a node that never had it is only read);
+# nothing to do on a node without nft.
 remove_firewall() {
     command -v nft >/dev/null 2>&1 || return 0
-    printf 'add table %s\ndelete table %s\n' "$FIREWALL_TABLE" "$FIREWALL_TABLE" | nft -f -
+    # shellcheck disable=SC2086 # FIREWALL_TABLE is two words: family and name
+    if nft list table $FIREWALL_TABLE >/dev/null 2>&1; then nft delete table $FIREWALL_TABLE; fi
 }
 
 # stop SERVICE...: stop what runs (a stopped keepalived releases its VIPs to the peer at once).
