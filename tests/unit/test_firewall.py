@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from lbpair.nodes.layout import NodeLayout
 from lbpair.render import render_pair
 from tests.unit.samples import sample
+from tests.unit.test_rollout import LAYOUT
 
 RULESET = "/etc/keepalived/lbpair-firewall.nft"
 
@@ -82,15 +83,7 @@ def test_source_networks_are_normalised_for_nft_and_ssh_is_open_when_none_are_gi
 
 
 def test_a_ruleset_change_asks_the_agent_to_load_it_and_reloads_neither_service() -> None:
-    layout = NodeLayout(
-        nginx_service="nginx",
-        keepalived_service="keepalived",
-        nginx_config_path="/etc/nginx/nginx.conf",
-        keepalived_config_path="/etc/keepalived/keepalived.conf",
-        status_port=18099,
-        nginx_pid_path="/run/nginx.pid",
-        firewall_path=RULESET,
-    )
+    layout = dataclasses.replace(LAYOUT, firewall_path=RULESET)
 
     assert layout.services_for([RULESET]) == [f"firewall:{RULESET}"]
     assert layout.services_for(["/etc/keepalived/keepalived.conf"]) == ["keepalived"]
