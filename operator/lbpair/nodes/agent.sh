@@ -126,8 +126,10 @@ vrrp_dump() {
 # touching the live tree. In a private mount namespace each ROOT is an overlay: the live ROOT below, the
 # staged files of that ROOT above (in a tmpfs, copied: O(change)) and a whiteout (a 0/0 character device)
 # for each path the new manifest drops, so the validators read the new set at its real paths. Where
-# overlayfs is missing, a copy of ROOT with the same changes is bound over it instead (O(config)). Exit 65
-# means a validator refused the config (its output on stdout); any other failure is the agent's.
+# overlayfs is missing, a copy of ROOT with the same changes is bound over it instead (O(config)). The
+# validators: nginx -t, keepalived -t, and nft -c for each managed *.nft file (a firewall ruleset, under a
+# ROOT). Exit 65 means a validator refused the config (its output on stdout); any other failure is the
+# agent's.
 validate() {
     nginx_conf=$1
     keepalived_conf=$2
