@@ -223,9 +223,10 @@ restore() {
 
 # uninstall [KEEPALIVED NGINX]: put the node's own files back where the operator replaced them, remove
 # the rest and delete the firewall's table; with the units, stop keepalived (its VIPs go to nobody) and
-# reload nginx on what is left; then remove the state. The change empties the manifest first, so an uninstall interrupted while removing the
-# state never removes a file it has put back; the state goes last, in the same locked command, so nothing
-# runs after it to leave a lock file behind, and a failed reload is retried by running uninstall again.
+# reload nginx on what is left; then remove the state. The change empties the manifest first, so an
+# uninstall interrupted while removing the state never removes a file it has put back; the state goes
+# last, in the same locked command, so nothing runs after it to leave a lock file behind, and a failed
+# reload is retried by running uninstall again.
 uninstall() {
     begin
     if [ -d "$original/files" ]; then
