@@ -179,7 +179,9 @@ for root in "$@"; do
 done
 nginx -t -q -c "$nginx_conf" && keepalived -t -f "$keepalived_conf" || exit 65
 # Every managed *.nft file is an nftables ruleset (spec.firewall): checked, not loaded.
-for ruleset in $(awk "\$3 ~ /[.]nft\$/ {print \$3}" "$state/stage/manifest"); do nft -c -f "$ruleset" || exit 65; done
+for ruleset in $(awk "\$3 ~ /[.]nft\$/ {print \$3}" "$state/stage/manifest"); do
+    nft -c -f "$ruleset" || exit 65
+done
 '
 
 # swap: put the staged files live and remove the paths the staged manifest drops, keeping what they
