@@ -25,7 +25,15 @@ CASES = {
     "seed": ("seed-tutorial.yaml",),
     "active-active": ("active-active.yaml",),
     "tls": ("seed-tutorial.yaml", "tls-virtualhost.yaml"),
+    "firewall": ("seed-tutorial.yaml",),
 }
+# Cases that are a sample with fields set, as a user would edit it.
+FIREWALL = {
+    "enabled": True,
+    "sshSourceCIDRs": ["203.0.113.0/24"],
+    "listenerSourceCIDRs": ["198.51.100.0/24", "192.0.2.0/24"],
+}
+EDITS: dict[str, dict[str, object]] = {"firewall": {"firewall": FIREWALL}}
 # Absolute directories of the default node profile; the validators see them under a temporary root.
 NODE_DIRECTORIES = re.compile(
     r'(?<=[ "])(?=(/etc/nginx|/etc/keepalived|/var/log/nginx|/var/cache/nginx|/run)/)'
@@ -33,7 +41,9 @@ NODE_DIRECTORIES = re.compile(
 
 
 def rendered(case: str) -> list[RenderedNode]:
-    result = sample(*CASES[case]).build()
+    resources = sample(*CASES[case])
+    resources.pair["spec"].update(EDITS.get(case, {}))
+    result = resources.build()
     assert result.problems == []
     return list(render_pair(result.state).values())
 
@@ -80,6 +90,17 @@ def keepalived_test(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
 
 
+def nft_check(path: Path) -> subprocess.CompletedProcess[str]:
+    """`nft -c -f` (check, never load) in a network namespace of its own: the machine's rules are not
+    even read."""
+    command = ["unshare", "--net", "nft", "-c", "-f", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+
+def rulesets(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.nft"))
+
+
 @pytest.fixture
 def node_root(tmp_path: Path) -> Path:
     return tmp_path
@@ -108,6 +129,17 @@ def test_golden_files_pass_nginx_and_keepalived_checks(case: str, node_root: Pat
         assert nginx.returncode == 0, nginx.stderr
         assert "[warn]" not in nginx.stderr, nginx.stderr  # a warning is a config we did not mean
         assert keepalived.returncode == 0, keepalived.stdout + keepalived.stderr
+        for ruleset in rulesets(node_root / node.name):
+            nft = nft_check(ruleset)
+            assert nft.returncode == 0, nft.stderr
+
+
+def test_the_firewall_case_has_a_ruleset_on_each_node(node_root: Path) -> None:
+    """The nft check above is not vacuous: the firewall case installs one ruleset per node."""
+    for node in rendered("firewall"):
+        install(node, node_root / node.name)
+
+    assert [path.name for path in rulesets(node_root)] == ["lbpair-firewall.nft"] * 2
 
 
 def test_nginx_check_rejects_a_broken_file(node_root: Path) -> None:
@@ -131,6 +163,18 @@ def test_keepalived_check_rejects_a_broken_file(node_root: Path) -> None:
     result = keepalived_test(node_root)
 
     assert result.returncode != 0
+
+
+def test_nft_check_rejects_a_broken_ruleset(node_root: Path) -> None:
+    node = rendered("firewall")[0]
+    install(node, node_root)
+    [ruleset] = rulesets(node_root)
+    ruleset.write_text(ruleset.read_text().replace("ip protocol vrrp accept", "ip protocol vrrp acept"))
+
+    result = nft_check(ruleset)
+
+    assert result.returncode != 0
+    assert "acept" in result.stderr
 
 
 def many_hosts(count: int, *, long_names: bool = False) -> Sample:

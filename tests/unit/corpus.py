@@ -239,6 +239,18 @@ ADDITIONS = (
             },
         },
     ),
+    Addition(
+        "seed-tutorial.yaml",
+        "LoadBalancerPair",
+        "seed",
+        {
+            "spec.firewall": {
+                "enabled": True,
+                "sshSourceCIDRs": ["203.0.113.0/24"],
+                "listenerSourceCIDRs": ["198.51.100.0/24", "192.0.2.0/24"],
+            }
+        },
+    ),
 )
 
 
@@ -606,5 +618,21 @@ INVALID_VARIANTS = (
     ),
     InvalidVariant(
         "no locations", SEED, "VirtualHost", "www", {}, "spec.locations", removals=("spec.locations",)
+    ),
+    InvalidVariant(
+        "firewall source with nft syntax",
+        SEED,
+        "LoadBalancerPair",
+        "seed",
+        {"spec.firewall": {"enabled": True, "sshSourceCIDRs": ["10.0.0.0/8 } accept"]}},
+        "spec.firewall.sshSourceCIDRs[0]",
+    ),
+    InvalidVariant(
+        "firewall sources while it is off",
+        SEED,
+        "LoadBalancerPair",
+        "seed",
+        {"spec.firewall": {"listenerSourceCIDRs": ["192.0.2.0/24"]}},
+        "spec.firewall.enabled",
     ),
 )

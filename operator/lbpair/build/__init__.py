@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from lbpair.build.backends import Backends
 from lbpair.build.certificates import Certificate, certificates_of
+from lbpair.build.firewall import firewall
 from lbpair.build.inputs import Lookups, Versions, answers_as_logged, recording, versions_of
 from lbpair.build.keepalived import TRACK_DIRECTORY, check_script, keepalived, nginx_watch
 from lbpair.build.nginx import nginx_main
@@ -122,6 +123,7 @@ def node_layout(spec: PairSpec) -> NodeLayout:
         status_port=profile.nginx_status_port,
         nginx_pid_path=profile.nginx_pid_path,
         directories=(profile.nginx_cache_dir, TRACK_DIRECTORY),
+        firewall_path=profile.firewall_ruleset_path,
     )
 
 
@@ -306,7 +308,9 @@ def _build_pair(
     state = DesiredState(
         pair=ObjectKey("LoadBalancerPair", namespace, pair.metadata.name),
         nodes=[
-            NodeConfig(node.name, keepalived(pair, node, auth_pass), nginx_watch(spec, node))
+            NodeConfig(
+                node.name, keepalived(pair, node, auth_pass), nginx_watch(spec, node), firewall(spec, node)
+            )
             for node in spec.nodes
         ],
         nginx=nginx_main(spec, [u.path for u in upstream_list] + [h.path for h in hosts], hosts),

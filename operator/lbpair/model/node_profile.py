@@ -69,6 +69,12 @@ class NodeProfile(ApiModel):
     """Where the health-check script is written (keepalived runs it as root), below the directory of
     keepalivedConfigPath."""
 
+    @property
+    def firewall_ruleset_path(self) -> str:
+        """Where the nftables ruleset (spec.firewall) is written: beside keepalived.conf, so validation sees
+        it staged at its real path; a change to it reloads neither service (lbpair.nodes.layout)."""
+        return posixpath.join(posixpath.dirname(self.keepalived_config_path), "lbpair-firewall.nft")
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:
         MANAGED_DIR_UNDER_NGINX_ROOT.enforce(

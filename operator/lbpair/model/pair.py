@@ -168,6 +168,38 @@ class PairListener(ApiModel):
     no certificate."""
 
 
+SourceCidrs = Annotated[list[IPv4Cidr], Field(min_length=1, max_length=64), UniqueItems()]
+FIREWALL_SOURCES_ONLY_WHEN_ENABLED = CelRule(
+    rule="self.enabled || (!has(self.sshSourceCIDRs) && !has(self.listenerSourceCIDRs))",
+    message="sshSourceCIDRs and listenerSourceCIDRs are only used with enabled: true",
+    field_path=".enabled",
+)
+
+
+class Firewall(ApiModel):
+    """nftables rules on both nodes, in a table of their own (`table inet lbpair`; no other table is
+    touched). Inbound, they admit only: loopback, replies to connections the node made or accepted,
+    ICMP echo and IPv6 neighbour discovery, VRRP (IP protocol 112) from the peer's vrrpAddress to the
+    address VRRP uses, SSH on the node's sshPort, and the pair's listener ports on its VIPs; the rest is
+    dropped. A ruleset that would not admit the operator's own SSH connection is rolled back at once."""
+
+    model_config = cel_config(FIREWALL_SOURCES_ONLY_WHEN_ENABLED)
+
+    enabled: bool = False
+    """true: render, validate (`nft -c`) and load the ruleset on both nodes; false: remove the table."""
+    ssh_source_cidrs: SourceCidrs | None = Field(default=None, alias="sshSourceCIDRs")
+    """Networks SSH is admitted from (the operator's and the administrators'). Unset: SSH from anywhere."""
+    listener_source_cidrs: SourceCidrs | None = Field(default=None, alias="listenerSourceCIDRs")
+    """Networks clients may reach the listeners from. Unset: from anywhere."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Self:
+        FIREWALL_SOURCES_ONLY_WHEN_ENABLED.enforce(
+            self.enabled or (self.ssh_source_cidrs is None and self.listener_source_cidrs is None)
+        )
+        return self
+
+
 LISTENERS_AVOID_NODE_PORTS = CelRule(
     rule="self.listeners.all(l, l.port != self.nodeProfile.nginxStatusPort && "
     "self.nodes.all(n, n.sshPort != l.port))",
@@ -290,6 +322,8 @@ class PairSpec(ApiModel):
     node (nginx -t, keepalived -t) without swapping it in, and reports what would change in status.preview
     and the ConfigMap it names; the live config stays as it is on both nodes. Setting it back to false rolls
     the same config out (the same resources render to the same config hash)."""
+    firewall: Firewall = Firewall()
+    """nftables rules on the nodes (off by default)."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:

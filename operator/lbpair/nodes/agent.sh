@@ -126,8 +126,10 @@ vrrp_dump() {
 # touching the live tree. In a private mount namespace each ROOT is an overlay: the live ROOT below, the
 # staged files of that ROOT above (in a tmpfs, copied: O(change)) and a whiteout (a 0/0 character device)
 # for each path the new manifest drops, so the validators read the new set at its real paths. Where
-# overlayfs is missing, a copy of ROOT with the same changes is bound over it instead (O(config)). Exit 65
-# means a validator refused the config (its output on stdout); any other failure is the agent's.
+# overlayfs is missing, a copy of ROOT with the same changes is bound over it instead (O(config)). The
+# validators: nginx -t, keepalived -t, and nft -c for each managed *.nft file (a firewall ruleset, under a
+# ROOT). Exit 65 means a validator refused the config (its output on stdout); any other failure is the
+# agent's.
 validate() {
     nginx_conf=$1
     keepalived_conf=$2
@@ -176,6 +178,10 @@ for root in "$@"; do
     fi
 done
 nginx -t -q -c "$nginx_conf" && keepalived -t -f "$keepalived_conf" || exit 65
+# Every managed *.nft file is an nftables ruleset (spec.firewall): checked, not loaded.
+for ruleset in $(awk "\$3 ~ /[.]nft\$/ {print \$3}" "$state/stage/manifest"); do
+    nft -c -f "$ruleset" || exit 65
+done
 '
 
 # swap: put the staged files live and remove the paths the staged manifest drops, keeping what they
@@ -218,10 +224,11 @@ restore() {
 }
 
 # uninstall [KEEPALIVED NGINX]: put the node's own files back where the operator replaced them, remove
-# the rest; with the units, stop keepalived (its VIPs go to nobody) and reload nginx on what is left; then
-# remove the state. The change empties the manifest first, so an uninstall interrupted while removing the
-# state never removes a file it has put back; the state goes last, in the same locked command, so nothing
-# runs after it to leave a lock file behind, and a failed reload is retried by running uninstall again.
+# the rest and delete the firewall's table; with the units, stop keepalived (its VIPs go to nobody) and
+# reload nginx on what is left; then remove the state. The change empties the manifest first, so an
+# uninstall interrupted while removing the state never removes a file it has put back; the state goes
+# last, in the same locked command, so nothing runs after it to leave a lock file behind, and a failed
+# reload is retried by running uninstall again.
 uninstall() {
     begin
     if [ -d "$original/files" ]; then
@@ -238,6 +245,7 @@ uninstall() {
     : >"$txn_new/manifest"
     prepare_files "$original"
     commit
+    remove_firewall
     if [ $# -eq 2 ]; then
         stop "$1"
         reload_unit "$2"
@@ -260,6 +268,7 @@ mark_live() {
 reload() {
     for service in "$@"; do
         case $service in
+        firewall:*) apply_firewall "${service#firewall:}" ;;
         *=*) reload_nginx "${service%%=*}" "${service#*=}" ;;
         *) reload_unit "$service" ;;
         esac
@@ -285,6 +294,37 @@ reload_unit() {
     else
         systemctl start "$1" 9>&- </dev/null
     fi
+}
+
+# The firewall's own table (lbpair.render.firewall.FIREWALL_TABLE); no other table is ever touched.
+FIREWALL_TABLE="inet lbpair"
+
+# apply_firewall PATH: load the nftables ruleset at PATH (one transaction that replaces the firewall's
+# table), then make sure it admits new SSH connections from the address this command came from (the
+# operator's: the session itself survives as an established connection, the next one would not); if it
+# does not, fail, and activate puts the last-known-good ruleset back. Without SSH_CONNECTION (sudo resets
+# the environment) there is nothing to check. PATH gone (the firewall turned off): delete the table.
+apply_firewall() {
+    if [ ! -f "$1" ]; then
+        remove_firewall
+        return 0
+    fi
+    nft -f "$1"
+    ssh_client=${SSH_CONNECTION:-}
+    ssh_client=${ssh_client%% *}
+    # shellcheck disable=SC2086 # FIREWALL_TABLE is two words: family and name
+    if [ -n "$ssh_client" ] && ! nft get element $FIREWALL_TABLE ssh_sources "{ $ssh_client }" >/dev/null 2>&1; then
+        fail "the firewall ($1) would refuse new SSH connections from the operator's address $ssh_client:" \
+            "spec.firewall.sshSourceCIDRs must include it"
+    fi
+}
+
+# remove_firewall: delete the firewall's table if there is one (a node that never had it is only read);
+# nothing to do on a node without nft.
+remove_firewall() {
+    command -v nft >/dev/null 2>&1 || return 0
+    # shellcheck disable=SC2086 # FIREWALL_TABLE is two words: family and name
+    if nft list table $FIREWALL_TABLE >/dev/null 2>&1; then nft delete table $FIREWALL_TABLE; fi
 }
 
 # stop SERVICE...: stop what runs (a stopped keepalived releases its VIPs to the peer at once).

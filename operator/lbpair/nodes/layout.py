@@ -6,6 +6,10 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+FIREWALL_SERVICE_PREFIX = "firewall:"
+"""A reload argument `firewall:PATH`: the agent loads the ruleset at PATH with `nft -f`, or deletes the
+firewall's table when PATH is gone."""
+
 
 @dataclass(frozen=True)
 class NodeLayout:
@@ -16,6 +20,9 @@ class NodeLayout:
     status_port: int
     nginx_pid_path: str  # reloads HUP the master named here
     directories: tuple[str, ...] = ()  # created before validation: nginx makes only the last level
+    firewall_path: str | None = None
+    """The nftables ruleset (under keepalived's root, which keepalived does not read): when it changes,
+    the agent loads it, or deletes the firewall's table when it was removed."""
 
     @property
     def units(self) -> tuple[str, str]:
@@ -43,8 +50,10 @@ class NodeLayout:
         changed = list(paths)
         if any(_under(path, self.nginx_root) for path in changed):
             services.append(self.nginx_service)
-        if any(_under(path, self.keepalived_root) for path in changed):
+        if any(_under(path, self.keepalived_root) and path != self.firewall_path for path in changed):
             services.append(self.keepalived_service)
+        if self.firewall_path in changed:
+            services.append(f"{FIREWALL_SERVICE_PREFIX}{self.firewall_path}")
         return services
 
 

@@ -133,6 +133,9 @@ def _render_node(
         files.append(ManagedFile(state.check_script.path, script, SCRIPT_FILE_MODE))
     if node.nginx_watch is not None:
         files += render_nginx_watch(node.nginx_watch)
+    if node.firewall is not None:
+        ruleset = render_template("nftables.conf.j2", banner=banner, firewall=node.firewall)
+        files.append(ManagedFile(node.firewall.path, ruleset, CONFIG_FILE_MODE))
     return RenderedNode(
         name=node.name, files={f.path: f for f in sorted(files, key=lambda f: f.path)}, nginx_hash=nginx_hash
     )

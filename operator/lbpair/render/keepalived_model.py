@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lbpair.render.firewall import FirewallRuleset
+
 
 @dataclass(frozen=True)
 class WatcherLaunch:
@@ -143,3 +145,4 @@ class NodeConfig:
     name: str
     keepalived: Keepalived
     nginx_watch: NginxWatch | None = None
+    firewall: FirewallRuleset | None = None
