@@ -150,6 +150,14 @@ class Scale:
     def current_path(self) -> str:
         return f"/edit-{self.edits_done}/"
 
+    def wait_idle(self) -> None:
+        """Until a pass of pair 1 finds nothing to do. A change is served before the pass that put it live
+        has written its statuses (thousands after a bulk create at 5,000): an edit timed, or an idle window
+        measured, before then would take in the rest of that pass."""
+        offset = len(self.operator.log())
+        idle = f"pass pair={NAMESPACE}/{PAIR} outcome=unchanged"
+        wait_for(lambda: idle in self.operator.log()[offset:], timeout=900, interval=1, what="pair 1 idle")
+
     # -- filling the pair --
 
     def fill(self, count: int) -> float:
@@ -246,6 +254,7 @@ def one_size(scale: Scale, push: AnsiblePush, size: int, args: argparse.Namespac
     figures: dict[str, Any] = {"virtual_hosts": size}
     figures["bulk_create_seconds"] = round(scale.fill(size - 1), 3)  # the edited one is there already
     wait_for(lambda: scale.ready(PAIR), timeout=600, interval=1, what="pair 1 Ready")
+    scale.wait_idle()
     offset = len(scale.operator.log())
     operator = [scale.edit() for _ in range(args.edits)]
     figures["edit_to_served_both_nodes_seconds"] = summary(operator)
@@ -254,6 +263,7 @@ def one_size(scale: Scale, push: AnsiblePush, size: int, args: argparse.Namespac
     figures["edit_breakdown_ms"] = edit_breakdown(scale.operator.log()[offset:], f"{NAMESPACE}/{PAIR}", nodes)
     # Idle before Ansible's turn: the operator then runs as it does between edits, never just after a pause.
     wait_for(lambda: scale.ready(PAIR), timeout=600, interval=1, what="pair 1 Ready")
+    scale.wait_idle()
     stats, offset = ProcessStats(scale.operator_pid), len(scale.operator.log())
     figures["operator_rss_mib"] = stats.rss_mib()
     figures["operator_idle_cpu_percent_of_one_core"] = stats.cpu_percent(args.idle_seconds)
