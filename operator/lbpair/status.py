@@ -197,25 +197,44 @@ def attached_status(
     key_problems, generation = build.problems_of(item.key), item.generation
     programmed_on = sorted(node.name for node in health.nodes if node.programmed)
     live = included and len(programmed_on) == len(health.nodes)
-    conditions = [
-        Condition.of(
-            "Accepted",
-            not key_problems,
-            "Invalid" if key_problems else "Accepted",
-            "; ".join(key_problems),
-            at=at,
-        ),
-        Condition.of(
+    pair = f"{build.pair.metadata.namespace}/{build.pair.metadata.name}"
+    conditions = [  # (type, holds, reason, message)
+        ("Accepted", not key_problems, "Invalid" if key_problems else "Accepted", "; ".join(key_problems)),
+        (
             "Programmed",
             live,
             "Programmed" if live else ("Invalid" if key_problems else "Pending"),
             f"live on {', '.join(programmed_on)}" if live else "not live on every node yet",
-            at=at,
         ),
     ]
+    programmed_on = programmed_on if included else []
+    if previous is not None and _unchanged(previous, generation, pair, programmed_on, conditions):
+        return previous  # what the models below would equal, without building them (every pass, per object)
     return AttachedStatus(
         observed_generation=generation,
-        pair=f"{build.pair.metadata.namespace}/{build.pair.metadata.name}",
-        programmed_on=programmed_on if included else [],
-        conditions=with_transitions(conditions, previous.conditions if previous else [], generation),
+        pair=pair,
+        programmed_on=programmed_on,
+        conditions=with_transitions(
+            [Condition.of(*condition, at=at) for condition in conditions],
+            previous.conditions if previous else [],
+            generation,
+        ),
+    )
+
+
+def _unchanged(
+    previous: AttachedStatus,
+    generation: int,
+    pair: str,
+    programmed_on: list[str],
+    conditions: list[tuple[str, bool, str, str]],
+) -> bool:
+    """Whether `previous` already says all of this: a condition whose status stays keeps its
+    lastTransitionTime, so attached_status would build an equal status."""
+    return (
+        previous.kopf is None
+        and (previous.observed_generation, previous.pair, previous.programmed_on)
+        == (generation, pair, programmed_on)
+        and [(c.type, c.status, c.reason, c.message, c.observed_generation) for c in previous.conditions]
+        == [(kind, str(holds), reason, message, generation) for kind, holds, reason, message in conditions]
     )
