@@ -143,6 +143,39 @@ def log_timings(log: str, pair: str) -> dict[str, Any]:
     return timings
 
 
+_STEPS = re.compile(
+    r"node rollout steps node=(?P<node>\S+) stage_ms=(?P<stage>\d+) round_trip_ms=(?P<round_trip>\d+)"
+    r" on_node_ms=(?P<on_node>\S*)"
+)
+
+
+def edit_breakdown(log: str, pair: str, nodes: tuple[str, ...]) -> dict[str, Any]:
+    """Where the applied passes of `pair` in `log` spend their time, in ms (medians, min-max): for each of
+    `nodes`, staging (one SSH round trip shipping the changed files), each step the agent timed on the node
+    (`validate` includes its start, lock and recovery; `verify` is the wait until nginx serves the new
+    config hash), and the rest of the roll-out round trip (SSH, the agent's upload); then the rest of the
+    pass (building and rendering, the probe of both nodes, status writes)."""
+    steps: dict[str, list[float]] = {}
+    rest: list[float] = []
+    rollouts_ms = 0.0  # the node rollouts logged since the last pass of `pair`
+    for line in log.splitlines():
+        if (match := _STEPS.search(line)) and match["node"] in nodes:
+            laps = (item.split(":") for item in match["on_node"].split(",") if item)
+            on_node = {step: float(ms) for step, ms in laps}
+            timed = {"stage": float(match["stage"]), **on_node}
+            timed["round_trip_rest"] = float(match["round_trip"]) - sum(on_node.values())
+            for step, ms in timed.items():
+                steps.setdefault(f"{match['node']}_{step}", []).append(ms)
+        elif (match := _ROLLOUT.search(line)) and match["pair"] == pair:
+            rollouts_ms += 1000 * float(match["seconds"])
+        elif (match := _PASS.search(line)) and match["pair"] == pair:
+            if match["outcome"] == "applied":
+                rest.append(1000 * float(match["seconds"]) - rollouts_ms)
+            rollouts_ms = 0.0
+    breakdown = {step: summary(ms) for step, ms in steps.items()}
+    return {**breakdown, "pass_rest": summary(rest)} if rest else breakdown
+
+
 def pass_outcomes(log: str, pair: str) -> dict[str, Any]:
     """The passes of `pair` in `log` by outcome, with their seconds (where an idle operator spends CPU)."""
     seconds: dict[str, list[float]] = {}

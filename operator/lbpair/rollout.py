@@ -167,7 +167,7 @@ def roll_out_node(
         raise NodeLostError(plan.name, error) from error
     except NodeError as error:
         raise RolloutFailedError(plan.name, error) from error
-    log.debug(
+    log.info(
         "node rollout steps node=%s stage_ms=%d round_trip_ms=%d on_node_ms=%s",
         plan.name,
         (staged - started) * 1000,

@@ -211,32 +211,53 @@ def attached_status(
     key_problems, generation = build.problems_of(item.key), item.generation
     programmed_on = sorted(node.name for node in health.nodes if node.programmed)
     live = included and len(programmed_on) == len(health.nodes)
-    conditions = [
-        Condition.of(
-            "Accepted",
-            not key_problems,
-            "Invalid" if key_problems else "Accepted",
-            "; ".join(key_problems),
-            at=at,
-        ),
-        Condition.of(
+    pair = f"{build.pair.metadata.namespace}/{build.pair.metadata.name}"
+    conditions = [  # (type, holds, reason, message)
+        ("Accepted", not key_problems, "Invalid" if key_problems else "Accepted", "; ".join(key_problems)),
+        (
             "Programmed",
             live,
             "Programmed" if live else ("Invalid" if key_problems else "Pending"),
             f"live on {', '.join(programmed_on)}" if live else "not live on every node yet",
-            at=at,
         ),
     ]
-    certificate = build.certificates.get(item.key)
-    if certificate is not None:
-        conditions += expiry.conditions(certificate)
+    programmed_on = programmed_on if included else []
     status_type = VirtualHostStatus if item.key.kind == "VirtualHost" else AttachedStatus
+    certificate = build.certificates.get(item.key)
+    if (
+        certificate is None
+        and type(previous) is status_type
+        and getattr(previous, "certificate", None) is None
+        and _unchanged(previous, generation, pair, programmed_on, conditions)
+    ):
+        return previous  # what the models below would equal, without building them (every pass, per object)
+    built = [Condition.of(*condition, at=at) for condition in conditions]
+    if certificate is not None:
+        built += expiry.conditions(certificate)
     status = status_type(
         observed_generation=generation,
-        pair=f"{build.pair.metadata.namespace}/{build.pair.metadata.name}",
-        programmed_on=programmed_on if included else [],
-        conditions=with_transitions(conditions, previous.conditions if previous else [], generation),
+        pair=pair,
+        programmed_on=programmed_on,
+        conditions=with_transitions(built, previous.conditions if previous else [], generation),
     )
     if certificate is None:
         return status
     return status.model_copy(update={"certificate": certificate.status()})
+
+
+def _unchanged(
+    previous: AttachedStatus,
+    generation: int,
+    pair: str,
+    programmed_on: list[str],
+    conditions: list[tuple[str, bool, str, str]],
+) -> bool:
+    """Whether `previous` already says all of this: a condition whose status stays keeps its
+    lastTransitionTime, so attached_status would build an equal status."""
+    return (
+        previous.kopf is None
+        and (previous.observed_generation, previous.pair, previous.programmed_on)
+        == (generation, pair, programmed_on)
+        and [(c.type, c.status, c.reason, c.message, c.observed_generation) for c in previous.conditions]
+        == [(kind, str(holds), reason, message, generation) for kind, holds, reason, message in conditions]
+    )

@@ -312,6 +312,51 @@ def test_config_that_fails_on_reload_is_rolled_back_on_that_node_only(deployment
     deployment.wait_ready()
 
 
+def test_a_reload_past_the_nginx_masters_open_file_limit_is_refused_before_the_swap(
+    deployment: Deployment,
+) -> None:
+    # lb2's master (the backup, rolled out first) may hold only a few files more than it holds now, as under
+    # a unit's low LimitNOFILE; each new VirtualHost's access log is one more file a reload opens.
+    pid = deployment.lab.exec("lb2", "cat", "/run/nginx.pid").stdout.strip()
+    held = int(deployment.lab.exec("lb2", "sh", "-c", f"ls /proc/{pid}/fd | wc -l").stdout)
+    limits = deployment.lab.exec("lb2", "cat", f"/proc/{pid}/limits").stdout
+    soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+    hosts = [
+        attached_object(
+            "VirtualHost", NAMESPACE, f"logged-{index}", PAIR,
+            {"serverNames": [f"logged-{index}.example.com"], "locations": [TO_LB_OA]},
+        )
+        for index in range(8)
+    ]  # fmt: skip
+    lb1_before = deployment.node_file("lb1", "/etc/nginx/nginx.conf")
+    deployment.lab.exec("lb2", "prlimit", f"--pid={pid}", f"--nofile={held + 20}:")
+    try:
+        deployment.apply(hosts)
+        rejected = wait_for(
+            lambda: [e["message"] for e in deployment.events("Rejected") if "Max open files" in e["message"]],
+            timeout=60,
+            what="Rejected event naming the limit",
+        )
+        message = rejected[0]
+        assert f"nginx's master (pid {pid}) may hold {held + 20} open files" in message
+        assert "LimitNOFILE" in message
+        assert deployment.condition("Programmed")["status"] == "False"
+        listed = deployment.lab.exec("lb2", "ls", "/etc/nginx/lbpair").stdout
+        assert f"vhost_{NAMESPACE}_logged-0.conf" not in listed  # nothing swapped
+        assert deployment.node_file("lb1", "/etc/nginx/nginx.conf") == lb1_before  # never touched
+        assert deployment.lab.http_get_via(deployment.vip, "www.example.com", "/").succeeded
+        for host in hosts:  # no tenant is blamed for the node's limit
+            status = json.loads(
+                deployment.kubectl("get", "virtualhost", host["metadata"]["name"], "-o", "json")
+            )
+            accepted = [c for c in status.get("status", {}).get("conditions", []) if c["type"] == "Accepted"]
+            assert all(c["status"] == "True" for c in accepted)
+    finally:
+        deployment.kubectl("delete", "virtualhost", *[host["metadata"]["name"] for host in hosts])
+        deployment.lab.exec("lb2", "prlimit", f"--pid={pid}", f"--nofile={soft}:")
+    deployment.wait_ready()
+
+
 def test_hand_edit_on_a_node_is_reverted_and_reported(deployment: Deployment) -> None:
     original = deployment.node_file("lb2", VHOST_FILE)
     deployment.lab.exec("lb2", "sh", "-c", f"echo '# hand edit' >> {VHOST_FILE}")

@@ -1,11 +1,12 @@
 """The agent's one-round-trip rollout (`roll-out`, `activate`) run for real by sh on a temporary tree, with
 a stand-in nginx: a master that serves the marker of its config on a loopback port (the status endpoint)
-and loads its config again on HUP, as nginx does; `nginx -t` refuses a config that says `refuse`. A
+and loads its config again on HUP, as nginx does; `nginx -T` refuses a config that says `refuse`. A
 stand-in systemctl records what it is asked. The command lines are the operator's (lbpair.nodes)."""
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from lbpair.isolation import node_at_fault
 from lbpair.nodes.layout import NodeLayout
 from lbpair.nodes.observe import parse_probe
 from lbpair.nodes.operations import (
@@ -28,14 +30,15 @@ from lbpair.nodes.operations import (
 from tests.unit.test_agent_script import Node
 
 FAKE_NGINX = """#!/usr/bin/python3
-# Stand-in nginx. `nginx -t -q -c CONF`: refuses a config that says "refuse". `nginx CONF PORTFILE`: the
-# master, serving the marker of CONF at /lbpair/config-hash and loading CONF again on HUP.
+# Stand-in nginx. `nginx -T -q -c CONF`: refuses a config that says "refuse", else dumps it. `nginx CONF
+# PORTFILE`: the master, serving the marker of CONF at /lbpair/config-hash and loading CONF again on HUP.
 import http.server, pathlib, signal, sys
-if "-t" in sys.argv:
+if "-T" in sys.argv:
     conf = sys.argv[sys.argv.index("-c") + 1]
     if "refuse" in pathlib.Path(conf).read_text():
         print(f'nginx: [emerg] unknown directive "refuse" in {conf}:1', file=sys.stderr)
         sys.exit(1)
+    print(f"# configuration file {conf}:\\n{pathlib.Path(conf).read_text()}")
     sys.exit(0)
 conf, port_file = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 ignores_hup = pathlib.Path(str(conf) + ".ignore-hup")
@@ -185,6 +188,44 @@ def test_a_refused_config_exits_65_with_the_validators_message_and_changes_nothi
     assert sandbox.served() == "old"
     assert sandbox.hups() == 0
     assert sandbox.systemctl_calls() == []
+
+
+def test_a_reload_beyond_the_masters_open_file_limit_is_refused_before_the_swap(sandbox: Sandbox) -> None:
+    # A reload opens every log file of the new config while the master still holds the old ones.
+    _, hard = resource.prlimit(sandbox.master.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(sandbox.master.pid, resource.RLIMIT_NOFILE, (64, hard))
+    logs = "".join(f"    access_log /var/log/nginx/site-{n}.access.log main;\n" for n in range(60))
+    conf = f"error_log /var/log/nginx/error.log;\nhttp {{\n{logs}}}"
+    sandbox.node.stage(
+        {"etc/nginx/nginx.conf": conf, "etc/keepalived/keepalived.conf": "k1"}, {"etc/nginx/nginx.conf"}
+    )
+
+    result = sandbox.roll_out(activation(conf, "nginx"))
+
+    assert result.returncode == VALIDATION_REFUSED_STATUS
+    message = result.stdout.decode()
+    assert f"nginx's master (pid {sandbox.master.pid}) may hold 64 open files" in message
+    assert "opens 61 log files" in message  # the 60 access logs and the error log
+    assert "LimitNOFILE" in message
+    assert node_at_fault(message)  # the node's limit: no tenant's object is blamed for it
+    assert sandbox.node.read("etc/nginx/nginx.conf") == "old"
+    assert sandbox.served() == "old"
+    assert sandbox.hups() == 0
+
+
+def test_a_config_within_the_masters_open_file_limit_goes_live(sandbox: Sandbox) -> None:
+    _, hard = resource.prlimit(sandbox.master.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(sandbox.master.pid, resource.RLIMIT_NOFILE, (64, hard))
+    conf = "access_log /var/log/nginx/site-1.access.log main; error_log /var/log/nginx/error.log;"
+    sandbox.node.stage(
+        {"etc/nginx/nginx.conf": conf, "etc/keepalived/keepalived.conf": "k1"}, {"etc/nginx/nginx.conf"}
+    )
+
+    result = sandbox.roll_out(activation(conf, "nginx"))
+
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert sandbox.served() == conf
+    assert sandbox.hups() == 1
 
 
 def test_nginx_not_serving_the_new_config_is_rolled_back_on_the_node(sandbox: Sandbox) -> None:

@@ -326,8 +326,9 @@ def test_a_one_file_swap_makes_as_many_file_operations_at_5000_files_as_at_5(
 
 
 FAKE_NGINX = """#!/bin/sh
-# nginx -t -q -c CONF stand-in: prints every file it sees beside CONF, then refuses (so validate exits 65).
-cd "${4%/*}" && find . -type f | sort | while read -r f; do printf '%s=%s\\n' "$f" "$(cat "$f")"; done
+# nginx -T -q -c CONF stand-in: prints every file it sees beside CONF (on stderr, as nginx's messages), then
+# refuses (so validate exits 65).
+cd "${4%/*}" && find . -type f | sort | while read -r f; do printf '%s=%s\\n' "$f" "$(cat "$f")"; done >&2
 exit 1
 """
 NO_OVERLAY_MOUNT = """#!/bin/sh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lbpair.model.node_profile import NodeProfile
 from lbpair.model.pair import PairSpec
 from lbpair.render.model import (
     Buffers,
@@ -21,6 +22,9 @@ POINTER_BYTES = 8  # nginx's hash element layout on 64-bit machines
 ELEMENTS_PER_BUCKET = 4
 MIN_BUCKET_BYTES = 64  # one cache line, nginx's own minimum
 MIN_HASH_SIZE = 512  # nginx's default server_names_hash_max_size
+# What a worker holds besides the log files, the listeners and two per connection (client and upstream):
+# its channel to the master, the event fd, files being sent or cached, resolver sockets.
+WORKER_SPARE_FILES = 64
 # What nginx's proxy module puts in the same hashes as the headers a location sets (ngx_http_proxy_headers
 # and the response headers it hides by default).
 NGINX_PROXY_HEADERS = (
@@ -61,6 +65,20 @@ def hash_sizes(names: Sequence[str]) -> tuple[int, int]:
     return bucket, max(MIN_HASH_SIZE, _power_of_two_at_least(2 * len(names)))
 
 
+def error_log_path(profile: NodeProfile) -> str:
+    """The pair's one error log: nginx's own, and every VirtualHost's (nginx names the server and the
+    request in each line), so a VirtualHost costs nginx no file descriptor for its errors."""
+    return f"{profile.nginx_log_dir}/error.log"
+
+
+def worker_open_files(log_paths: set[str], listeners: int, worker_connections: int) -> int:
+    """worker_rlimit_nofile: the files a worker of this config may hold open (every log file, every
+    listener, a client and an upstream socket per connection, spares), as a power of two so that it
+    changes (and nginx.conf with it) only when the config doubles."""
+    needed = len(log_paths) + listeners + 2 * worker_connections + WORKER_SPARE_FILES
+    return _power_of_two_at_least(needed)
+
+
 def status_path(spec: PairSpec) -> str:
     return f"{spec.node_profile.nginx_managed_dir}/status.conf"
 
@@ -77,8 +95,13 @@ def nginx_main(spec: PairSpec, includes: list[str], hosts: Sequence[VirtualHost]
         user=nginx.user,
         worker_processes=nginx.worker_processes,
         pid_path=profile.nginx_pid_path,
-        error_log_path=f"{profile.nginx_log_dir}/error.log",
+        error_log_path=error_log_path(profile),
         worker_connections=nginx.worker_connections,
+        worker_rlimit_nofile=worker_open_files(
+            {error_log_path(profile)} | {host.access_log.path for host in hosts if host.access_log},
+            listeners=len(spec.listeners) + 1,  # and the status server's
+            worker_connections=nginx.worker_connections,
+        ),
         worker_shutdown_timeout=nginx.worker_shutdown_timeout,
         mime_types_path=profile.nginx_mime_types_path,
         charset=nginx.charset,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from lbpair.build.backends import BackendRefused
+from lbpair.build.nginx import error_log_path
 from lbpair.build.problems import Problem
 from lbpair.build.reads import Reads
 from lbpair.build.resources import SecretUnusable
@@ -288,7 +289,7 @@ class VirtualHostBuilder:
             access_log=AccessLog(f"{profile.nginx_log_dir}/{stem}.access.log", spec.access_log.format)
             if spec.access_log.enabled
             else None,
-            error_log=ErrorLog(f"{profile.nginx_log_dir}/{stem}.error.log", spec.error_log.level),
+            error_log=ErrorLog(error_log_path(profile), spec.error_log.level),
             locations=[location(loc, spec.proxy, upstream, url) for loc, upstream, url in resolved],
         )
         return host, tls_files

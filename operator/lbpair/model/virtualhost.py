@@ -85,7 +85,8 @@ class AccessLog(ApiModel):
 
 
 class ErrorLog(ApiModel):
-    """Per-host error log, written to <nodeProfile.nginxLogDir>/<namespace>_<name>.error.log."""
+    """Per-host error-log level. The lines go to the pair's error log, <nodeProfile.nginxLogDir>/error.log
+    (nginx names the server and the request in each), so no VirtualHost holds a file of its own open."""
 
     level: Literal["debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"] = "error"
     """Minimum severity logged."""
@@ -281,7 +282,7 @@ class VirtualHostSpec(ApiModel):
     access_log: AccessLog = AccessLog()
     """Per-host access log."""
     error_log: ErrorLog = ErrorLog()
-    """Per-host error log."""
+    """Error-log level of this host's lines in the pair's error log."""
     proxy: ProxySettings = ProxySettings()
     """Proxy defaults for every location."""
     locations: Annotated[

@@ -177,7 +177,11 @@ for root in "$@"; do
         mount --bind "$copy" "$root"
     fi
 done
-nginx -t -q -c "$nginx_conf" && keepalived -t -f "$keepalived_conf" || exit 65
+nginx -T -q -c "$nginx_conf" >"$view/nginx-dump" && keepalived -t -f "$keepalived_conf" || exit 65
+# The log files the config opens (every path of an access_log or error_log; commented-out ones too, which
+# only errs on the safe side), for check_open_files.
+grep -oE "(access|error)_log[[:space:]]+/[^[:space:];]+" "$view/nginx-dump" | awk "{print \$2}" | sort -u |
+    wc -l >"$state/stage/nginx-log-files"
 # Every managed *.nft file is an nftables ruleset (spec.firewall): checked, not loaded.
 for ruleset in $(awk "\$3 ~ /[.]nft\$/ {print \$3}" "$state/stage/manifest"); do
     nft -c -f "$ruleset" || exit 65
@@ -370,10 +374,38 @@ roll_out() {
     shift 3
     # shellcheck disable=SC2086 # roots are validated paths without spaces
     validate "$nginx_conf" "$keepalived_conf" $roots
+    check_open_files "$@"
     lap validate
     swap_checked
     lap swap
     activate "$@"
+}
+
+# check_open_files ACTIVATE_ARGS...: when nginx is to be reloaded, refuse the stage (exit 65, as a validator
+# would, so nothing is swapped) if its running master cannot open the config's log files: a reload opens
+# every one of them again before it closes the old ones, so the master's limit (its soft RLIMIT_NOFILE: the
+# unit's LimitNOFILE) must cover what it holds now plus those; `nginx -t`, run with the agent's own limit,
+# cannot tell. The errno form of the message is nginx's own for the failure it prevents, which tells the
+# operator that the node's limit is at fault, not a tenant's object (lbpair.isolation.node_at_fault).
+RELOAD_SPARE_FILES=16 # what a reload holds besides: the config files it is reading (includes nest), the pid file
+check_open_files() {
+    shift 6
+    for service in "$@"; do
+        case $service in *=*) ;; *) continue ;; esac
+        pid=$(cat "${service#*=}" 2>/dev/null) && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nginx ] || return 0
+        limit=$(awk '/^Max open files/ {print $4}' "/proc/$pid/limits")
+        case $limit in '' | *[!0-9]*) return 0 ;; esac # unlimited
+        held=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+        opens=$(cat "$stage/nginx-log-files")
+        needed=$((held + opens + RELOAD_SPARE_FILES))
+        [ "$needed" -gt "$limit" ] || return 0
+        echo "nginx's master (pid $pid) may hold $limit open files (Max open files) and holds $held;" \
+            "reloading it with this config, which opens $opens log files, needs about $needed, so the" \
+            "reload would have failed (24: Too many open files) and was not tried: raise the nginx unit's" \
+            "LimitNOFILE (systemctl edit nginx, then restart it), or turn off per-VirtualHost access logs" \
+            "(accessLog.enabled: false)"
+        exit 65
+    done
 }
 
 # activate CONFIG_HASH NGINX_HASH STATUS_PORT VERIFY_MS NGINX_UNIT KEEPALIVED_UNIT SERVICE...: reload the

@@ -103,6 +103,9 @@ class NginxMain:
     pid_path: str
     error_log_path: str
     worker_connections: int
+    worker_rlimit_nofile: int
+    """The workers' RLIMIT_NOFILE: sized from the config, since the master's (the unit's LimitNOFILE) may
+    be too low for the log files and connections together."""
     worker_shutdown_timeout: str | None
     mime_types_path: str
     charset: str | None
@@ -290,14 +293,13 @@ class DesiredState:
 
     def sources_by_path(self) -> dict[str, list[ObjectKey]]:
         """Which attached objects each node file they configure comes from: an object's own config file,
-        and a VirtualHost's logs, certificate and key (a TLS Secret's files serve every VirtualHost that
+        and a VirtualHost's access log, certificate and key (a TLS Secret's files serve every VirtualHost that
         uses it). So a validator's message naming a file names the objects at fault."""
         sources: dict[str, list[ObjectKey]] = {
             upstream.path: [upstream.source] for upstream in self.upstreams
         }
         for host in self.virtual_hosts:
-            paths = [host.path, host.error_log.path]
-            paths += [host.access_log.path] if host.access_log else []
+            paths = [host.path, *([host.access_log.path] if host.access_log else [])]
             paths += [host.tls.certificate_path, host.tls.private_key_path] if host.tls else []
             for path in paths:
                 sources.setdefault(path, []).append(host.source)
