@@ -22,7 +22,7 @@ def import_nodes(
     usable can be printed."""
     first = files[0]
     http = import_main(parse_tree(first.nginx_main, first.nginx))
-    servers = import_servers(http.servers, http.proxy_defaults, upstream_object_names(http))
+    servers = import_servers(http.servers, http.proxy_defaults, upstream_object_names(http), http.cache_zones)
     notes: list[Note] = []
     for target, other in zip(targets[1:], files[1:], strict=True):
         if other.nginx != first.nginx:

@@ -13,6 +13,7 @@ from typing import Any
 
 from lbpair.adopt.nginx_conf import NginxStatement
 from lbpair.adopt.notes import Note, shorten
+from lbpair.model.node_profile import NodeProfile
 
 DEFAULT_PID_PATH = "/run/nginx.pid"
 LOG_LITERAL_MAX = 32
@@ -31,6 +32,8 @@ _GZIP_TEXT = {"gzip_min_length": "minLength", "gzip_http_version": "httpVersion"
 # The MIME type map (mime.types, included into http): the operator includes the node's own
 # (nodeProfile.nginxMimeTypesPath), so nothing is lost.
 _INCLUDED_BY_OPERATOR = frozenset({"types"})
+OPERATOR_CACHE_DIR = NodeProfile().nginx_cache_dir
+MOVED_ZONE_SUFFIX = "_adopted"
 UPSTREAM_METHODS = {"ip_hash": "IPHash", "least_conn": "LeastConn"}
 
 
@@ -42,6 +45,8 @@ class HttpImport:
     settings: dict[str, Any] = field(default_factory=dict)
     node_profile: dict[str, Any] = field(default_factory=dict)
     upstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache_zones: dict[str, str] = field(default_factory=dict)
+    """Cache zones imported under a new name: nginx's name -> the pair's."""
     servers: list[NginxStatement] = field(default_factory=list)
     proxy_defaults: list[NginxStatement] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
@@ -191,8 +196,18 @@ def _proxy_cache_path(result: HttpImport, statement: NginxStatement) -> None:
             zone["maxSize"] = value
         else:
             result.note(statement, f"{shorten([arg])}: no field of spec.nginx.cacheZones expresses it")
+    name = str(zone.get("name", ""))
+    if statement.args[0] != f"{OPERATOR_CACHE_DIR}/{name}":
+        # A running nginx refuses a reload that gives a cache zone another path ("cache ... uses the ...
+        # cache path while previously it used ..."): under a new name the zone is a new one, and the
+        # operator takes over with a reload instead of a restart.
+        zone["name"] = result.cache_zones[name] = f"{name}{MOVED_ZONE_SUFFIX}"[:63]
+        result.note(
+            statement,
+            f"the zone is renamed {zone['name']}, its files move to {OPERATOR_CACHE_DIR}/{zone['name']} "
+            "(it starts empty): nginx keeps a zone's path across reloads, a new zone can move",
+        )
     result.settings.setdefault("cacheZones", []).append(zone)
-    result.note(statement, "the cache's files move to <nodeProfile.nginxCacheDir>/<zone>: it starts empty")
 
 
 def _upstream(result: HttpImport, statement: NginxStatement) -> None:

@@ -42,6 +42,7 @@ class ServersImport:
 
     virtual_hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     ports: set[int] = field(default_factory=set)
+    cache_zones: dict[str, str] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
 
     def note(self, statement: NginxStatement, reason: str) -> None:
@@ -49,10 +50,14 @@ class ServersImport:
 
 
 def import_servers(
-    servers: Iterable[NginxStatement], http_proxy: Iterable[NginxStatement], upstreams: dict[str, str]
+    servers: Iterable[NginxStatement],
+    http_proxy: Iterable[NginxStatement],
+    upstreams: dict[str, str],
+    cache_zones: dict[str, str],
 ) -> ServersImport:
-    """`upstreams` maps each upstream block's nginx name to its Upstream's object name."""
-    result = ServersImport()
+    """`upstreams` maps each upstream block's nginx name to its Upstream's object name, `cache_zones` the
+    cache zones imported under another name to that name."""
+    result = ServersImport(cache_zones=cache_zones)
     http_level = _proxy_level(result, http_proxy)
     servers = list(servers)
     if servers and not any("default_server" in s.args for block in servers for s in block.children("listen")):
@@ -217,7 +222,7 @@ def _proxy_level(result: ServersImport, statements: Iterable[NginxStatement]) ->
         elif directive == "proxy_next_upstream":
             level["nextUpstream"] = list(args)
         elif directive == "proxy_cache":
-            level[_CACHE_ZONE] = args[0]
+            level[_CACHE_ZONE] = result.cache_zones.get(args[0], args[0])
         elif directive == "proxy_cache_valid":
             level.setdefault(_CACHE_VALID, []).append(_cache_validity(args))
         else:
