@@ -67,3 +67,12 @@ def test_a_node_with_two_instances_is_refused() -> None:
 
     with pytest.raises(KeepalivedImportError, match="2 vrrp_instance blocks; the import takes exactly one"):
         import_seed(lb1, seed_node(2))
+
+
+def test_nodes_with_different_vrrp_passwords_are_refused_without_printing_them() -> None:
+    lb2 = seed_node(2, keepalived=keepalived(2, "auth_pass 1111", "auth_pass s3cret"))
+
+    with pytest.raises(KeepalivedImportError) as refused:
+        import_seed(seed_node(1), lb2)
+
+    assert str(refused.value) == "the nodes disagree on the VRRP authentication (auth_pass)"

@@ -76,22 +76,29 @@ class KeepalivedImport:
 def import_keepalived(nodes: Sequence[NodeKeepalived]) -> KeepalivedImport:
     result = KeepalivedImport()
     per_node = [_import_node(result, node) for node in nodes]
-    for key in per_node[0][1]:
-        values = {repr(shared[key]) for _, shared in per_node}
-        if len(values) > 1:
+    for key in per_node[0].shared:
+        if len({repr(imported.shared[key]) for imported in per_node}) > 1:
             labels = ", ".join(
-                f"{node.label}: {shared[key]}" for node, (_, shared) in zip(nodes, per_node, strict=True)
+                f"{node.label}: {imported.shared[key]}"
+                for node, imported in zip(nodes, per_node, strict=True)
             )
             raise KeepalivedImportError(f"the nodes disagree on {key} ({labels}); one pair runs one value")
-    result.nodes = [own for own, _ in per_node]
-    result.shared = per_node[0][1]
-    result.auth_pass = result.shared.pop("_authPass", None)
-    if result.auth_pass is not None:
-        result.shared["vrrp"]["authentication"] = {"secretRef": {"name": "", "key": "password"}}
+    if len({imported.auth_pass for imported in per_node}) > 1:
+        raise KeepalivedImportError("the nodes disagree on the VRRP authentication (auth_pass)")
+    result.nodes = [imported.own for imported in per_node]
+    result.shared = per_node[0].shared
+    result.auth_pass = per_node[0].auth_pass
     return result
 
 
-def _import_node(result: KeepalivedImport, node: NodeKeepalived) -> tuple[dict[str, Any], dict[str, Any]]:
+@dataclass
+class _NodeImport:
+    own: dict[str, Any]
+    shared: dict[str, Any]
+    auth_pass: str | None
+
+
+def _import_node(result: KeepalivedImport, node: NodeKeepalived) -> _NodeImport:
     instances = [s for s in node.statements if s.keyword == "vrrp_instance"]
     if len(instances) != 1:
         raise KeepalivedImportError(
@@ -114,11 +121,10 @@ def _import_node(result: KeepalivedImport, node: NodeKeepalived) -> tuple[dict[s
             _note(
                 result, node, statement, "not expressed: the operator reports failovers as Kubernetes events"
             )
-    instance = instances[0]
-    own_fields, shared = _instance(result, node, instance, scripts)
-    shared["vrrp"].setdefault("version", version)
-    own.update(own_fields)
-    return own, shared
+    imported = _instance(result, node, instances[0], scripts)
+    imported.shared["vrrp"].setdefault("version", version)
+    imported.own = {**own, **imported.own}
+    return imported
 
 
 def _instance(
@@ -126,8 +132,9 @@ def _instance(
     node: NodeKeepalived,
     instance: KeepalivedStatement,
     scripts: dict[str, KeepalivedStatement],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> _NodeImport:
     own: dict[str, Any] = {}
+    auth_pass = None
     vrrp: dict[str, Any] = {
         "garp": {"masterDelaySeconds": KEEPALIVED_GARP_DELAY_SECONDS, "masterRepeat": KEEPALIVED_GARP_REPEAT},
         "peering": "Multicast",
@@ -149,7 +156,7 @@ def _instance(
         elif keyword in ("unicast_peer", "nopreempt", "preempt_delay"):
             _peering_and_preemption(vrrp, statement)
         elif keyword == "authentication":
-            shared["_authPass"] = _auth_pass(result, node, statement)
+            auth_pass = _auth_pass(result, node, statement)
         elif keyword == "virtual_ipaddress":
             shared["vips"] = _vips(result, node, statement, own.get("interface"))
         elif keyword == "track_script":
@@ -157,7 +164,7 @@ def _instance(
     own.setdefault("vrrpAddress", _interface_address(node, own.get("interface")))
     if "healthCheck" not in shared:
         _note(result, node, instance, "no track_script: the operator adds its nginx check (healthCheck)")
-    return own, shared
+    return _NodeImport(own, shared, auth_pass)
 
 
 def _peering_and_preemption(vrrp: dict[str, Any], statement: KeepalivedStatement) -> None:

@@ -25,6 +25,7 @@ from lbpair.model.base import field_path
 from lbpair.model.patterns import DNS_LABEL_PATTERN, VRRP_AUTH_PASS_PATTERN
 
 MAX_REPAIRS = 200
+VRRP_SECRET_KEY = "password"  # noqa: S105 - the key's name in the Secret, not a password
 VALIDATION_NAMESPACE = "default"
 _MISSING = object()
 
@@ -124,9 +125,10 @@ def _pair(
             node["sshPort"] = target.port
         node.update({key: value for key, value in own.items() if key != "name"})
         nodes.append(node)
-    shared = dict(keepalived.shared)
+    shared = {**keepalived.shared, "vrrp": dict(keepalived.shared["vrrp"])}
     if keepalived.auth_pass is not None:
-        shared["vrrp"]["authentication"]["secretRef"]["name"] = f"{options.name}-vrrp-auth"
+        secret = {"name": f"{options.name}-vrrp-auth", "key": VRRP_SECRET_KEY}
+        shared["vrrp"]["authentication"] = {"secretRef": secret}
     spec: dict[str, Any] = {
         "nodes": nodes,
         "ssh": {
@@ -150,7 +152,7 @@ def _vrrp_secret(options: PairOptions, password: str) -> dict[str, Any]:
     if options.namespace:
         metadata["namespace"] = options.namespace
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
-            "stringData": {"password": password}}  # fmt: skip
+            "stringData": {VRRP_SECRET_KEY: password}}  # fmt: skip
 
 
 def _attached(options: PairOptions, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:

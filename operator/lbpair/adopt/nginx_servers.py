@@ -214,7 +214,10 @@ def _proxy_level(result: ServersImport, statements: Iterable[NginxStatement]) ->
         elif directive in _PROXY_TEXT:
             level[_PROXY_TEXT[directive]] = args[0]
         elif directive == "proxy_set_header" and len(args) == 2:  # noqa: PLR2004 - name and value
-            level.setdefault("headers", []).append(_header(result, statement))
+            # Even a level whose every header is refused keeps its (empty) list: in nginx, headers set at a
+            # level replace all those of the level above.
+            headers = level.setdefault("headers", [])
+            headers.extend(header for header in [_header(result, statement)] if header)
         elif directive == "proxy_redirect" and args[0] in _REDIRECTS:
             level["redirect"] = _REDIRECTS[args[0]]
         elif directive == "proxy_buffers" and len(args) == 2:  # noqa: PLR2004 - number and size
@@ -227,10 +230,7 @@ def _proxy_level(result: ServersImport, statements: Iterable[NginxStatement]) ->
             level.setdefault(_CACHE_VALID, []).append(_cache_validity(args))
         else:
             result.note(statement, "no field of VirtualHost proxy settings expresses it; not imported")
-    level["headers"] = (
-        [header for header in level.get("headers", []) if header] if "headers" in level else None
-    )
-    return {key: value for key, value in level.items() if value is not None}
+    return level
 
 
 def _header(result: ServersImport, statement: NginxStatement) -> dict[str, str] | None:
