@@ -130,4 +130,24 @@ def test_a_node_known_hosts_does_not_pin_is_refused_before_any_connection(
     )
 
     assert status == 1
-    assert "203.0.113.11 is not in" in capsys.readouterr().err
+    assert "error: 203.0.113.11 is not in" in capsys.readouterr().err
+
+
+def test_a_key_file_that_cannot_be_read_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "known_hosts").write_text(f"203.0.113.11 {KEY}\n")
+
+    status = main(
+        [
+            "--node",
+            "203.0.113.11",
+            "--known-hosts",
+            str(tmp_path / "known_hosts"),
+            "--key",
+            str(tmp_path / "missing"),
+        ]
+    )
+
+    assert status == 1
+    assert "No such file or directory" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from lbpair.adopt.keepalived_conf import KeepalivedSyntaxError
 from lbpair.adopt.keepalived_map import KeepalivedImportError
 from lbpair.adopt.manifests import AdoptError, NodeTarget, PairOptions
 from lbpair.adopt.nginx_conf import NginxConfError
-from lbpair.adopt.node_files import find_host_key, read_node
+from lbpair.adopt.node_files import NodeFiles, find_host_key, read_node
 from lbpair.model.node_profile import NodeProfile
 from lbpair.nodes.client import NodeError
 from lbpair.nodes.ssh import SSHNodeClient, SSHTarget
@@ -38,6 +38,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", type=Path, required=True, help="SSH private key file")
     parser.add_argument("--user", default="root", help="SSH user (default root)")
     parser.add_argument("--port", type=int, default=22, help="SSH port (default 22)")
+    parser.add_argument(
+        "--sudo", action="store_true", help="read through sudo -n (for a user other than root)"
+    )
     parser.add_argument("--name", default="adopted", help="the LoadBalancerPair's name (default adopted)")
     parser.add_argument("--namespace", help="namespace of the printed objects (default: none, kubectl's)")
     parser.add_argument("--ssh-secret", default="lb-ssh", help="Secret holding the SSH key (default lb-ssh)")
@@ -52,37 +55,50 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _arguments(argv)
-    known_hosts = arguments.known_hosts.read_text()
-    private_key = arguments.key.read_text()
-    targets, files = [], []
     try:
-        for address in arguments.node:
-            host_key = find_host_key(known_hosts, address, arguments.port)
-            if host_key is None:
-                print(f"error: {address} is not in {arguments.known_hosts}; its host key must be pinned",
-                      file=sys.stderr)  # fmt: skip
-                return 1
-            target = NodeTarget(address, arguments.port, host_key)
-            ssh_target = SSHTarget(
-                name=address, address=address, port=arguments.port, user=arguments.user,
-                host_key=host_key, private_key_pem=private_key,
-            )  # fmt: skip
-            client = SSHNodeClient(ssh_target)
-            try:
-                files.append(read_node(client, arguments.nginx_conf, arguments.keepalived_conf))
-            finally:
-                client.close()
-            targets.append(target)
-        options = PairOptions(arguments.name, arguments.namespace, arguments.user, arguments.ssh_secret,
-                              arguments.ssh_secret_key)  # fmt: skip
+        known_hosts = arguments.known_hosts.read_text()
+        private_key = arguments.key.read_text()
+        targets = [_target(known_hosts, address, arguments) for address in arguments.node]
+        files = [_read(target, private_key, arguments) for target in targets]
+        options = PairOptions(
+            arguments.name, arguments.namespace, arguments.user,
+            arguments.ssh_secret, arguments.ssh_secret_key, ssh_sudo=arguments.sudo,
+        )  # fmt: skip
         manifests = import_nodes(options, targets, files, arguments.keepalived_conf)
-    except (NodeError, KeepalivedSyntaxError, KeepalivedImportError, NginxConfError, AdoptError) as error:
+    except (
+        OSError,
+        NodeError,
+        KeepalivedSyntaxError,
+        KeepalivedImportError,
+        NginxConfError,
+        AdoptError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for note in manifests.notes:
         print(f"not expressed: {note}", file=sys.stderr)
     sys.stdout.write(manifests.to_yaml())
     return 0
+
+
+def _target(known_hosts: str, address: str, arguments: argparse.Namespace) -> NodeTarget:
+    host_key = find_host_key(known_hosts, address, arguments.port)
+    if host_key is None:
+        raise AdoptError(f"{address} is not in {arguments.known_hosts}; its host key must be pinned there")
+    return NodeTarget(address, arguments.port, host_key)
+
+
+def _read(target: NodeTarget, private_key: str, arguments: argparse.Namespace) -> NodeFiles:
+    client = SSHNodeClient(
+        SSHTarget(
+            name=target.address, address=target.address, port=target.port, user=arguments.user,
+            host_key=target.host_key, private_key_pem=private_key, sudo=arguments.sudo,
+        )
+    )  # fmt: skip
+    try:
+        return read_node(client, arguments.nginx_conf, arguments.keepalived_conf)
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

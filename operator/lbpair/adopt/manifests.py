@@ -50,6 +50,7 @@ class PairOptions:
     ssh_user: str
     ssh_secret: str
     ssh_secret_key: str
+    ssh_sudo: bool = False
 
 
 @dataclass
@@ -134,6 +135,7 @@ def _pair(
         "ssh": {
             "user": options.ssh_user,
             "privateKeySecretRef": {"name": options.ssh_secret, "key": options.ssh_secret_key},
+            **({"sudo": True} if options.ssh_sudo else {}),
         },
         **shared,
         "mode": "ActivePassive",
