@@ -196,6 +196,17 @@ def test_the_operator_takes_the_pair_over_without_a_failed_request_and_serves_ev
         status = pair_status(cluster)
     finally:
         tear_down_on_shared_nodes(cluster, operator, [NAMESPACE], [PAIR])
+    # Deleting the pair (deletionPolicy Restore) puts the user's files back and stops keepalived, as for any
+    # deleted pair (its VIPs go with it); starting keepalived again brings the hand-built pair back.
+    given_back = {node: lab.exec(node, "cat", "/etc/nginx/nginx.conf").stdout for node in NODES}
+    keepalived_after_deletion = [
+        lab.exec(node, "systemctl", "is-active", "keepalived", check=False).stdout.strip() for node in NODES
+    ]
+    for node in NODES:
+        restart(lab, node, "keepalived")
+    after_restart = wait_for(
+        lambda: all_served(answers(lab)), timeout=30, what="the hand-built pair serving again"
+    )
 
     sent = [response for loop in loops for response in loop.responses]
     print(
@@ -206,6 +217,11 @@ def test_the_operator_takes_the_pair_over_without_a_failed_request_and_serves_ev
     assert after == hand_built.before
     assert status["vipHolders"] == f"{lab.plan.vip_primary}=lb1"
     assert status["healthyNodes"] == "2/2"
+    assert given_back == {
+        node: lab.plan.translate_text((SEED_FILES / "nginx.conf").read_text()) for node in NODES
+    }
+    assert keepalived_after_deletion == ["inactive", "inactive"]
+    assert after_restart == hand_built.before
 
 
 def pair_status(cluster: ControlPlane) -> dict[str, Any]:
