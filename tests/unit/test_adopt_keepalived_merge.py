@@ -61,12 +61,55 @@ def test_a_vip_written_without_a_prefix_gets_the_node_network_s() -> None:
     assert pair["spec"]["vips"] == [{"address": "198.51.100.10/24"}]
 
 
-def test_a_node_with_two_instances_is_refused() -> None:
+def test_a_node_with_two_instances_and_one_with_one_is_refused() -> None:
     second = "\nvrrp_instance VI_2 {\n virtual_router_id 52\n}\n"
     lb1 = seed_node(1, keepalived=(SEED_FILES / "keepalived-lb1.conf").read_text() + second)
 
-    with pytest.raises(KeepalivedImportError, match="2 vrrp_instance blocks; the import takes exactly one"):
+    with pytest.raises(KeepalivedImportError, match=r"vrrp_instance blocks per node \(.*: 2, .*: 1\)"):
         import_seed(lb1, seed_node(2))
+
+
+def active_active(number: int, priorities: tuple[int, int]) -> str:
+    """The seed's master-master variant: VI_1 (router id 51, VIP .10) and VI_2 (52, VIP .20) on each node."""
+    first = keepalived(number, "priority 101" if number == 1 else "priority 99", f"priority {priorities[0]}")
+    instance = first[first.index("vrrp_instance VI_1") :]
+    second = (
+        instance.replace("VI_1", "VI_2")
+        .replace("virtual_router_id 51", "virtual_router_id 52")
+        .replace(f"priority {priorities[0]}", f"priority {priorities[1]}")
+        .replace("198.51.100.10", "198.51.100.20")
+    )
+    return first + "\n" + second
+
+
+def test_two_instances_each_preferring_one_node_import_as_active_active() -> None:
+    nodes = [
+        seed_node(1, keepalived=active_active(1, (101, 99))),
+        seed_node(2, keepalived=active_active(2, (99, 101))),
+    ]
+
+    imported = import_seed(*nodes)
+
+    spec = parse_pair(next(doc for doc in imported.documents if doc["kind"] == "LoadBalancerPair")).spec
+    assert spec.mode == "ActiveActive"
+    assert (spec.vrrp.virtual_router_id, spec.vrrp.second_virtual_router_id) == (51, 52)
+    assert [(vip.address, vip.preferred_node) for vip in spec.vips] == [
+        ("198.51.100.10/24", "lb1"),
+        ("198.51.100.20/24", "lb2"),
+    ]
+    assert [(node.name, node.priority) for node in spec.nodes] == [("lb1", 101), ("lb2", 99)]
+
+
+def test_active_active_with_both_instances_preferring_one_node_is_refused() -> None:
+    nodes = [
+        seed_node(1, keepalived=active_active(1, (101, 101))),
+        seed_node(2, keepalived=active_active(2, (99, 99))),
+    ]
+
+    with pytest.raises(
+        KeepalivedImportError, match="each node must have the higher priority on one instance"
+    ):
+        import_seed(*nodes)
 
 
 def test_nodes_with_different_vrrp_passwords_are_refused_without_printing_them() -> None:

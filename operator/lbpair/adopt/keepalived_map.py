@@ -3,19 +3,22 @@
 The two files are merged: what each node says about itself (router_id, priority, interface, source
 address) goes to its spec.nodes entry; what the pair shares (router id, advert interval, version, peering,
 authentication, VIPs, preemption, the check script's timing) must agree between the files, else the import
-fails (the operator would run both nodes with one value). One VRRP instance per node is imported
-(ActivePassive). Values stay text for the model to judge; what has no field is a Note.
+fails (the operator would run both nodes with one value). One VRRP instance per node is an ActivePassive
+pair, two per node (each preferring one node) an ActiveActive one. Values stay text for the model to judge;
+what has no field is a Note.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lbpair.adopt.keepalived_conf import KeepalivedStatement
 from lbpair.adopt.notes import Note, shorten
+from lbpair.model.patterns import DNS_LABEL_PATTERN
 
 # keepalived's own gratuitous ARP defaults: kept when the file sets none, so the pair behaves as before
 # (the operator's defaults differ).
@@ -67,7 +70,7 @@ class KeepalivedImport:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     """spec.nodes entries without address and hostKey (the command knows those)."""
     shared: dict[str, Any] = field(default_factory=dict)
-    """spec.vips, spec.vrrp, spec.healthCheck."""
+    """spec.vips, spec.vrrp, spec.healthCheck, and spec.mode when ActiveActive."""
     auth_pass: str | None = None
     """The VRRP PASS password, for the Secret spec.vrrp.authentication names."""
     notes: list[Note] = field(default_factory=list)
@@ -76,18 +79,29 @@ class KeepalivedImport:
 def import_keepalived(nodes: Sequence[NodeKeepalived]) -> KeepalivedImport:
     result = KeepalivedImport()
     per_node = [_import_node(result, node) for node in nodes]
-    for key in per_node[0].shared:
-        if len({repr(imported.shared[key]) for imported in per_node}) > 1:
+    _name_nodes(per_node)
+    counts = [len(instances) for instances in per_node]
+    if set(counts) == {1}:
+        imported = [instances[0] for instances in per_node]
+    elif set(counts) == {2} and len(per_node) == 2:  # noqa: PLR2004 - a pair
+        imported = _active_active(result, nodes, per_node)
+    else:
+        found = ", ".join(f"{node.label}: {count}" for node, count in zip(nodes, counts, strict=True))
+        raise KeepalivedImportError(
+            f"vrrp_instance blocks per node ({found}): the import takes one on each node (ActivePassive) or "
+            "two (ActiveActive)"
+        )
+    for key in imported[0].shared:
+        if len({repr(one.shared[key]) for one in imported}) > 1:
             labels = ", ".join(
-                f"{node.label}: {imported.shared[key]}"
-                for node, imported in zip(nodes, per_node, strict=True)
+                f"{node.label}: {one.shared[key]}" for node, one in zip(nodes, imported, strict=True)
             )
             raise KeepalivedImportError(f"the nodes disagree on {key} ({labels}); one pair runs one value")
-    if len({imported.auth_pass for imported in per_node}) > 1:
+    if len({one.auth_pass for one in imported}) > 1:
         raise KeepalivedImportError("the nodes disagree on the VRRP authentication (auth_pass)")
-    result.nodes = [imported.own for imported in per_node]
-    result.shared = per_node[0].shared
-    result.auth_pass = per_node[0].auth_pass
+    result.nodes = [one.own for one in imported]
+    result.shared = imported[0].shared
+    result.auth_pass = imported[0].auth_pass
     return result
 
 
@@ -98,13 +112,8 @@ class _NodeImport:
     auth_pass: str | None
 
 
-def _import_node(result: KeepalivedImport, node: NodeKeepalived) -> _NodeImport:
-    instances = [s for s in node.statements if s.keyword == "vrrp_instance"]
-    if len(instances) != 1:
-        raise KeepalivedImportError(
-            f"{node.label}: {len(instances)} vrrp_instance blocks; the import takes exactly one "
-            "(ActivePassive)"
-        )
+def _import_node(result: KeepalivedImport, node: NodeKeepalived) -> list[_NodeImport]:
+    """One _NodeImport per vrrp_instance of the node."""
     scripts = {s.args[0]: s for s in node.statements if s.keyword == "vrrp_script" and s.args}
     global_defs = next((s for s in node.statements if s.keyword == "global_defs"), None)
     for statement in node.statements:
@@ -121,10 +130,80 @@ def _import_node(result: KeepalivedImport, node: NodeKeepalived) -> _NodeImport:
             _note(
                 result, node, statement, "not expressed: the operator reports failovers as Kubernetes events"
             )
-    imported = _instance(result, node, instances[0], scripts)
-    imported.shared["vrrp"].setdefault("version", version)
-    imported.own = {**own, **imported.own}
+    imported = []
+    for instance in (s for s in node.statements if s.keyword == "vrrp_instance"):
+        one = _instance(result, node, instance, scripts)
+        one.shared["vrrp"].setdefault("version", version)
+        one.own = {**own, **one.own}
+        imported.append(one)
     return imported
+
+
+def _name_nodes(per_node: list[list[_NodeImport]]) -> None:
+    """Each node's name: its router_id when that is a DNS label not taken yet, else lb1/lb2."""
+    taken: set[str] = set()
+    for index, instances in enumerate(per_node):
+        name = str(instances[0].own.get("name", "") if instances else "").lower()
+        if not re.fullmatch(DNS_LABEL_PATTERN.strip("^$"), name) or name in taken:
+            name = f"lb{index + 1}"
+        taken.add(name)
+        for one in instances:
+            one.own["name"] = name
+
+
+def _active_active(
+    result: KeepalivedImport, nodes: Sequence[NodeKeepalived], per_node: list[list[_NodeImport]]
+) -> list[_NodeImport]:
+    """Two instances on each node, each preferring (with the higher priority) one node -> one _NodeImport per
+    node in ActiveActive terms: the first router id is the one the first node prefers, each VIP names the
+    node its instance prefers, node priorities are the first instance's (the operator gives each node the
+    higher of them on the instance it prefers)."""
+    by_router_id = [
+        {one.shared["vrrp"].get("virtualRouterId"): one for one in instances} for instances in per_node
+    ]
+    if set(by_router_id[0]) != set(by_router_id[1]) or len(by_router_id[0]) != 2:  # noqa: PLR2004 - two instances
+        raise KeepalivedImportError(
+            "ActiveActive: both nodes' two instances must use the same two virtual_router_ids"
+        )
+    preferred = {}
+    for router_id in by_router_id[0]:
+        first, second = (by_router_id[index][router_id].own.get("priority") for index in (0, 1))
+        if not isinstance(first, int) or not isinstance(second, int) or first == second:
+            raise KeepalivedImportError(f"virtual_router_id {router_id}: the nodes need different priorities")
+        preferred[router_id] = 0 if first > second else 1
+    if sorted(preferred.values()) != [0, 1]:
+        raise KeepalivedImportError("ActiveActive: each node must have the higher priority on one instance")
+    first_id, second_id = sorted(preferred, key=lambda router_id: preferred[router_id])
+    names = [instances[0].own["name"] for instances in per_node]
+    merged = []
+    for node, instances in zip(nodes, by_router_id, strict=True):
+        main, other = instances[first_id], instances[second_id]
+        if {**main.own, "priority": 0} != {**other.own, "priority": 0}:
+            raise KeepalivedImportError(
+                f"{node.label}: its two instances differ in interface or source address"
+            )
+        vips = [{**vip, "preferredNode": names[0]} for vip in main.shared.get("vips", [])]
+        vips += [{**vip, "preferredNode": names[1]} for vip in other.shared.get("vips", [])]
+        shared = {**main.shared, "vips": vips, "mode": "ActiveActive"}
+        shared["vrrp"] = {**main.shared["vrrp"], "secondVirtualRouterId": second_id}
+        if {**other.shared, "vips": None, "vrrp": {**other.shared["vrrp"], "virtualRouterId": first_id}} != {
+            **main.shared,
+            "vips": None,
+        }:
+            raise KeepalivedImportError(f"{node.label}: its two instances differ in settings the pair shares")
+        merged.append(_NodeImport(main.own, shared, main.auth_pass))
+    low, high = sorted(one.own["priority"] for one in merged)
+    second_priorities = [by_router_id[index][second_id].own["priority"] for index in (1, 0)]
+    if second_priorities != [high, low]:
+        result.notes.append(
+            Note(
+                nodes[1].label,
+                f"virtual_router_id {second_id}",
+                f"priorities {second_priorities}: the pair gives each node {high} on the instance it prefers "
+                f"and {low} on the other",
+            )
+        )
+    return merged
 
 
 def _instance(

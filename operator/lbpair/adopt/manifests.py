@@ -22,7 +22,7 @@ from lbpair.adopt.nginx_servers import ServersImport, object_name
 from lbpair.adopt.notes import Note
 from lbpair.model import API_VERSION, SECRET_LABEL, LoadBalancerPair, Upstream, VirtualHost
 from lbpair.model.base import field_path
-from lbpair.model.patterns import DNS_LABEL_PATTERN, VRRP_AUTH_PASS_PATTERN
+from lbpair.model.patterns import VRRP_AUTH_PASS_PATTERN
 
 MAX_REPAIRS = 200
 VRRP_SECRET_KEY = "password"  # noqa: S105 - the key's name in the Secret, not a password
@@ -117,11 +117,8 @@ def _pair(
     keepalived: KeepalivedImport,
 ) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
-    for index, (own, target) in enumerate(zip(keepalived.nodes, targets, strict=True)):
-        name = str(own.get("name", "")).lower()
-        if not re.fullmatch(DNS_LABEL_PATTERN.strip("^$"), name) or name in {n["name"] for n in nodes}:
-            name = f"lb{index + 1}"
-        node: dict[str, Any] = {"name": name, "address": target.address, "hostKey": target.host_key}
+    for own, target in zip(keepalived.nodes, targets, strict=True):
+        node: dict[str, Any] = {"name": own["name"], "address": target.address, "hostKey": target.host_key}
         if target.port != 22:  # noqa: PLR2004 - SSH's port, the field's default
             node["sshPort"] = target.port
         node.update({key: value for key, value in own.items() if key != "name"})
@@ -137,8 +134,8 @@ def _pair(
             "privateKeySecretRef": {"name": options.ssh_secret, "key": options.ssh_secret_key},
             **({"sudo": True} if options.ssh_sudo else {}),
         },
-        **shared,
         "mode": "ActivePassive",
+        **shared,
         "nginx": http.settings,
         "listeners": [{"port": port, "protocol": "HTTP"} for port in sorted(servers.ports)],
     }
