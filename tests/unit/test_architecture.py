@@ -16,6 +16,7 @@ SOLE_IMPORTERS = {
     "paramiko": "lbpair/nodes/ssh.py",
     "jinja2": "lbpair/render",
     "prometheus_client": "lbpair/metrics.py",
+    "crossplane": "lbpair/adopt/nginx_conf.py",
 }
 
 
