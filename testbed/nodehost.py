@@ -44,7 +44,7 @@ NETNS_DIR = Path("/run/netns")
 CNI_NETNS_PREFIX = "cni-"
 # Not "lbp-": the lab's cleanup owns that prefix, and machine.gather() leaves lbp-* links out, so the
 # lab sees these links and keeps clear of the node's range.
-NODE_LINK = "lbpn-node"  # a dummy link holding the node's address
+NODE_LINK = "lbpn-node"  # a port-less bridge holding the node's address
 CNI_BRIDGE = "lbpn-cni0"
 NODE_HOST_NUMBER = 1
 POD_RANGE_START, POD_RANGE_END = 128, 254
@@ -121,8 +121,9 @@ class HostRecord:
 
 
 def add_node_link(address: ipaddress.IPv4Address) -> None:
-    """The node's address as a /32 on a dummy link: a local address, no route to anywhere."""
-    _ip("link", "add", NODE_LINK, "type", "dummy")
+    """The node's address as a /32 on a link of its own: a local address, no route to anywhere. A bridge
+    without ports, as this kernel has no dummy links ("Unknown device type")."""
+    _ip("link", "add", NODE_LINK, "type", "bridge")
     _ip("addr", "add", f"{address}/32", "dev", NODE_LINK)
     _ip("link", "set", NODE_LINK, "up")
 
