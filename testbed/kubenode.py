@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ from testbed.images import PAUSE_IMAGE
 from testbed.lab import Progress
 
 NODE_DIR = Path("/var/lib/lbpair-node")
+# The logs of the last node stopped (kubelet, containerd, controllers, pods), kept for a look afterwards.
+LAST_LOGS = Path(tempfile.gettempdir()) / "lbpair-node-last-logs"
 NODE_NAME = "lbpair-node"
 # The label the node registers with; a Deployment pins itself to nodes that reach the LB management
 # network through it (the chart's nodeSelector).
@@ -363,8 +367,12 @@ def remove_node(node_dir: Path = NODE_DIR, progress: Progress = node_progress) -
     for name in ("kube-scheduler", "kube-controller-manager"):
         _stop_recorded(pids.get(name), name)
     nodehost.restore(state.host if state else None, node_dir, progress)
+    shutil.rmtree(LAST_LOGS, ignore_errors=True)
+    for logs in ("logs", "pod-logs"):
+        if (node_dir / logs).is_dir():
+            shutil.copytree(node_dir / logs, LAST_LOGS / logs, symlinks=True)
     subprocess.run(["rm", "-rf", "--one-file-system", str(node_dir)], check=True, timeout=120)
-    progress(f"node {NODE_NAME} stopped, machine restored")
+    progress(f"node {NODE_NAME} stopped, machine restored; its logs are in {LAST_LOGS}")
 
 
 def _stop_recorded(pid: int | None, name: str) -> None:

@@ -30,6 +30,12 @@ from testbed.lab import Progress
 
 # Changed by kubelet at start (it sets what it needs; protectKernelDefaults would make it refuse instead).
 KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+# kubelet's iptables chains: KUBE-FIREWALL (drops packets to 127.0.0.0/8 from other sources, hooked into
+# INPUT and OUTPUT), KUBE-KUBELET-CANARY and KUBE-IPTABLES-HINT, in the ip and ip6 filter/nat/mangle
+# tables it creates when they are missing (iptables-nft: nftables tables of those names).
+KUBELET_CHAIN_PREFIX = "KUBE-"
+IPTABLES_FAMILIES = {"ip": "iptables", "ip6": "ip6tables"}
+IPTABLES_TABLES = ("filter", "nat", "mangle")
 # Fixed paths kubelet, containerd and libcni use whatever their configured directories are.
 FIXED_PATHS = (
     Path("/var/lib/kubelet"),
@@ -94,6 +100,9 @@ class HostRecord:
     sysctls: dict[str, str] = field(default_factory=dict)
     # FIXED_PATHS that did not exist before: only those are removed again.
     created_paths: list[str] = field(default_factory=list)
+    # nftables tables ("ip filter", ...) that existed before: kubelet's chains are removed from those,
+    # the others are deleted once empty.
+    nft_tables: list[str] = field(default_factory=list)
 
     @classmethod
     def take(cls, network: ipaddress.IPv4Network) -> HostRecord:
@@ -101,6 +110,7 @@ class HostRecord:
             network=str(network),
             sysctls={name: _sysctl(name) for name in KUBELET_SYSCTLS},
             created_paths=[str(path) for path in FIXED_PATHS if not path.exists()],
+            nft_tables=_nft_tables(),
         )
 
     def to_json(self) -> str:
@@ -109,7 +119,12 @@ class HostRecord:
     @classmethod
     def from_json(cls, text: str) -> HostRecord:
         recorded = json.loads(text)
-        return cls(str(recorded["network"]), dict(recorded["sysctls"]), list(recorded["created_paths"]))
+        return cls(
+            str(recorded["network"]),
+            dict(recorded["sysctls"]),
+            list(recorded["created_paths"]),
+            list(recorded["nft_tables"]),
+        )
 
     @property
     def node_address(self) -> ipaddress.IPv4Address:
@@ -141,6 +156,65 @@ def cni_conflist(record: HostRecord, ipam_dir: Path) -> str:
     return json.dumps(
         {"cniVersion": "1.0.0", "name": "lbpair-node", "plugins": [bridge, {"type": "loopback"}]}, indent=2
     )
+
+
+def _nft_tables() -> list[str]:
+    listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30, check=True)
+    return [
+        line.removeprefix("table ").strip()
+        for line in listed.stdout.splitlines()
+        if line.startswith("table ")
+    ]
+
+
+def remove_kubelet_chains(tables_before: Iterable[str]) -> list[str]:
+    """Delete kubelet's KUBE-* chains and the rules that jump to them; then delete the iptables tables
+    kubelet created if nothing else has put rules in them since. Returns what was removed."""
+    removed = []
+    for family, command in IPTABLES_FAMILIES.items():
+        for table in IPTABLES_TABLES:
+            if f"{family} {table}" not in _nft_tables():
+                continue
+            saved = subprocess.run(
+                [f"{command}-save", "-t", table], capture_output=True, text=True, timeout=30, check=True
+            )
+            chains = [
+                line[1:].split()[0]
+                for line in saved.stdout.splitlines()
+                if line.startswith(f":{KUBELET_CHAIN_PREFIX}")
+            ]
+            jumps = [
+                line.split()
+                for line in saved.stdout.splitlines()
+                if line.startswith("-A ") and f"-j {KUBELET_CHAIN_PREFIX}" in line
+            ]
+            for rule in jumps:
+                if rule[1] not in chains:  # a built-in chain's hook into kubelet's chains
+                    subprocess.run(
+                        [command, "-t", table, "-D", *rule[1:]], capture_output=True, timeout=30, check=True
+                    )
+            for chain in chains:
+                subprocess.run(
+                    [command, "-t", table, "-F", chain], capture_output=True, timeout=30, check=True
+                )
+            for chain in chains:
+                subprocess.run(
+                    [command, "-t", table, "-X", chain], capture_output=True, timeout=30, check=True
+                )
+            removed += [f"{family} {table} {chain}" for chain in chains]
+            if f"{family} {table}" not in tables_before and not _has_rules(family, table):
+                subprocess.run(
+                    ["nft", "delete", "table", family, table], capture_output=True, timeout=30, check=True
+                )
+                removed.append(f"table {family} {table}")
+    return removed
+
+
+def _has_rules(family: str, table: str) -> bool:
+    listed = subprocess.run(
+        ["nft", "-j", "list", "table", family, table], capture_output=True, text=True, timeout=30, check=True
+    )
+    return any("rule" in entry for entry in json.loads(listed.stdout)["nftables"])
 
 
 def kubepods_pids() -> list[int]:
@@ -195,6 +269,9 @@ def restore(record: HostRecord | None, node_dir: Path, progress: Progress) -> No
     remove_cgroups()
     if record is None:
         return
+    removed = remove_kubelet_chains(record.nft_tables)
+    if removed:
+        progress(f"removed kubelet's iptables state: {', '.join(removed)}")
     for name, value in record.sysctls.items():
         if _sysctl(name) != value:
             _set_sysctl(name, value)

@@ -86,6 +86,12 @@ class Installation:
         self.plane, self.lab, self.node = plane, lab, node
         self.vip = str(lab.plan.vip_primary)
 
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        """kubectl as admin; a failure shows kubectl's own message."""
+        result = self.plane.kubectl(*args, input=input, check=False)
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr.strip()}"
+        return result.stdout
+
     def pods(self) -> list[dict[str, Any]]:
         listed = self.plane.kubectl("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", POD_SELECTOR, "-o", "json")
         pods: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
@@ -160,7 +166,6 @@ def installation(node_plane: ControlPlane, lab: Lab, node: KubeNode, operator_im
 
 
 def test_helm_install_runs_the_operator_pod_on_the_node(installation: Installation) -> None:
-    plane = installation.plane
     pod = installation.ready_pod()
     assert pod is not None
     assert pod["spec"]["nodeName"] == NODE_NAME  # placed by kube-scheduler (the chart sets no nodeName)
@@ -169,34 +174,34 @@ def test_helm_install_runs_the_operator_pod_on_the_node(installation: Installati
     owner = pod["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "ReplicaSet"
     deployment = json.loads(
-        plane.kubectl("-n", OPERATOR_NAMESPACE, "get", "deployment", RELEASE, "-o", "json").stdout
+        installation.kubectl("-n", OPERATOR_NAMESPACE, "get", "deployment", RELEASE, "-o", "json")
     )
     assert deployment["status"]["readyReplicas"] == 1
     # The chart's securityContext, as the kubelet ran it: the image's non-root user, no capabilities.
     name = pod["metadata"]["name"]
     exec_in_pod = ("-n", OPERATOR_NAMESPACE, "exec", name, "--")
-    status = plane.kubectl(*exec_in_pod, "cat", "/proc/self/status").stdout
+    status = installation.kubectl(*exec_in_pod, "cat", "/proc/self/status")
     assert "Uid:\t65532\t65532\t65532\t65532" in status
     assert "CapEff:\t0000000000000000" in status
     assert "NoNewPrivs:\t1" in status
     # The ServiceAccount token the kubelet mounted is the chart's ServiceAccount.
-    token = plane.kubectl(*exec_in_pod, "cat", SERVICE_ACCOUNT_TOKEN).stdout
+    token = installation.kubectl(*exec_in_pod, "cat", SERVICE_ACCOUNT_TOKEN)
     token_review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
-    review = plane.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(token_review))
-    assert json.loads(review.stdout)["status"]["user"]["username"] == (
+    review = installation.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(token_review))
+    assert json.loads(review)["status"]["user"]["username"] == (
         f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}"
     )
     # kubectl logs works (the node has a real address): the operator is kopf running lbpair.handlers.
-    logs = plane.kubectl("-n", OPERATOR_NAMESPACE, "logs", name).stdout
+    logs = installation.kubectl("-n", OPERATOR_NAMESPACE, "logs", name)
     assert "lbpair" in logs
 
 
 def test_the_pod_makes_the_seed_pair_ready_with_traffic_through_the_vip(installation: Installation) -> None:
-    plane, lab = installation.plane, installation.lab
-    plane.kubectl("create", "namespace", NAMESPACE)
+    lab = installation.lab
+    installation.kubectl("create", "namespace", NAMESPACE)
     documents = [ssh_key_secret(lab, NAMESPACE), *load_sample_on_lab(lab)]
     started = time.monotonic()
-    plane.kubectl(
+    installation.kubectl(
         "-n",
         NAMESPACE,
         "apply",
@@ -209,17 +214,16 @@ def test_the_pod_makes_the_seed_pair_ready_with_traffic_through_the_vip(installa
     for host in ("www.example.com", "oa.example.com", "dev.example.com"):
         response = lab.http_get_via(installation.vip, host, "/")
         assert response.succeeded, f"{host} through {installation.vip}: {response}"
-    printed = plane.kubectl("-n", NAMESPACE, "get", "lbpair", PAIR).stdout
+    printed = installation.kubectl("-n", NAMESPACE, "get", "lbpair", PAIR)
     assert "True" in printed.splitlines()[1]
 
 
 def test_a_deleted_pod_is_replaced_and_the_new_one_serves_edits(installation: Installation) -> None:
-    plane = installation.plane
     old = installation.ready_pod()
     assert old is not None
     old_name = old["metadata"]["name"]
     started = time.monotonic()
-    plane.kubectl("-n", OPERATOR_NAMESPACE, "delete", "pod", old_name, "--wait=false")
+    installation.kubectl("-n", OPERATOR_NAMESPACE, "delete", "pod", old_name, "--wait=false")
     new = wait_for(
         lambda: installation.ready_pod(not_named=old_name),
         timeout=120,
@@ -234,7 +238,7 @@ def test_a_deleted_pod_is_replaced_and_the_new_one_serves_edits(installation: In
     edited = "www-node.example.com"
     assert not installation.served(edited)
     started = time.monotonic()
-    plane.kubectl(
+    installation.kubectl(
         "-n", NAMESPACE, "patch", "virtualhost", "www", "--type=json",
         "-p", json.dumps([{"op": "add", "path": "/spec/serverNames/-", "value": edited}]),
     )  # fmt: skip
