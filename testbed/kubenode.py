@@ -40,6 +40,15 @@ from testbed.cluster import (
 )
 from testbed.images import PAUSE_IMAGE
 from testbed.lab import Progress
+from testbed.nodeconfig import (
+    RUNC,
+    KubeletEndpoints,
+    NodePaths,
+    containerd_config,
+    controller_manager_flags,
+    kubelet_config,
+    scheduler_flags,
+)
 
 NODE_DIR = Path("/var/lib/lbpair-node")
 # The logs of the last node stopped (kubelet, containerd, controllers, pods), kept for a look afterwards.
@@ -52,7 +61,6 @@ STATE_FILE = "node.json"
 CONTAINERD_NAMESPACE = "k8s.io"  # the CRI plugin's
 READY_TIMEOUT_SECONDS = 120.0
 CONTAINERD_START_TIMEOUT_SECONDS = 30.0
-RUNC = "/usr/sbin/runc"
 NODE_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler")
 
 
@@ -93,8 +101,12 @@ class KubeNode:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def paths(self) -> NodePaths:
+        return NodePaths(self.node_dir)
+
+    @property
     def socket(self) -> Path:
-        return containerd_socket(self.node_dir)
+        return self.paths.socket
 
     @property
     def address(self) -> str:
@@ -108,7 +120,7 @@ class KubeNode:
         lab_networks = lab_plan.networks.values() if lab_plan else ()
         record = nodehost.HostRecord.take(nodehost.choose_node_network(lab_networks))
         self.node_dir.mkdir(parents=True)
-        (self.node_dir / "logs").mkdir()
+        self.paths.logs.mkdir()
         self._save(NodeState(record))
         self.progress(f"node {NODE_NAME} at {record.node_address} (range {record.network})")
         try:
@@ -124,9 +136,6 @@ class KubeNode:
     def stop(self) -> None:
         """See remove_node()."""
         remove_node(self.node_dir, self.progress)
-
-    def pod_log_dir(self) -> Path:
-        return self.node_dir / "pod-logs"
 
     # --- start steps
 
@@ -148,11 +157,10 @@ class KubeNode:
         self.progress(f"{step}: {self.timings[step]:.1f} s")
 
     def _start_containerd(self) -> None:
-        root = self.node_dir / "containerd"
-        config = root / "config.toml"
-        root.mkdir()
-        (self.node_dir / "cni" / "net.d").mkdir(parents=True)
-        config.write_text(self._containerd_config())
+        self.paths.containerd_root.mkdir()
+        self.paths.cni_conf_dir.mkdir(parents=True)
+        config = self.paths.containerd_root / "config.toml"
+        config.write_text(containerd_config(self.paths, cni_bin_dir(), PAUSE_IMAGE))
         self._spawn("containerd", ["/usr/bin/containerd", f"--config={config}"])
         deadline = time.monotonic() + CONTAINERD_START_TIMEOUT_SECONDS
         while self._ctr("version", check=False).returncode != 0:
@@ -162,81 +170,30 @@ class KubeNode:
                 )
             time.sleep(0.2)
 
-    def _containerd_config(self) -> str:
-        root = self.node_dir / "containerd"
-        cri = 'plugins."io.containerd.grpc.v1.cri"'
-        return f"""version = 2
-root = "{root / "root"}"
-state = "{root / "state"}"
-[grpc]
-  address = "{self.socket}"
-[ttrpc]
-  address = "{self.socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # The VM drops CAP_SYS_RESOURCE: runc cannot lower oom_score_adj, so never ask it to.
-  restrict_oom_score_adj = true
-  enable_cdi = false
-  [{cri}.containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [{cri}.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [{cri}.containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "{RUNC}"
-        Root = "{root / "runc"}"
-  [{cri}.cni]
-    bin_dir = "{cni_bin_dir()}"
-    conf_dir = "{self.node_dir / "cni" / "net.d"}"
-"""
-
     def _import(self, archives: Iterable[Path]) -> None:
         for archive in archives:
             self._ctr("images", "import", str(archive), timeout=600)
 
     def _start_controllers(self) -> None:
-        pki, kubeconfig = self.plane.pki_dir, str(self.plane.kubeconfig)
-        self._spawn(
-            "kube-controller-manager",
-            [
-                str(self.plane.bin_dir / "kube-controller-manager"),
-                f"--kubeconfig={kubeconfig}",
-                "--leader-elect=false",
-                "--secure-port=0",  # nothing here scrapes it
-                f"--root-ca-file={pki / 'ca.crt'}",  # published to pods as the kube-root-ca.crt ConfigMap
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                "--use-service-account-credentials=false",
-            ],
-        )
-        self._spawn(
-            "kube-scheduler",
-            [
-                str(self.plane.bin_dir / "kube-scheduler"),
-                f"--kubeconfig={kubeconfig}",
-                "--leader-elect=false",
-                "--secure-port=0",
-            ],
-        )
+        bin_dir, kubeconfig = self.plane.bin_dir, self.plane.kubeconfig
+        manager = controller_manager_flags(kubeconfig, self.plane.pki_dir)
+        self._spawn("kube-controller-manager", [str(bin_dir / "kube-controller-manager"), *manager])
+        self._spawn("kube-scheduler", [str(bin_dir / "kube-scheduler"), *scheduler_flags(kubeconfig)])
 
     def _start_kubelet(self, record: nodehost.HostRecord) -> None:
-        cni = self.node_dir / "cni"
-        (cni / "net.d" / "10-lbpair-node.conflist").write_text(nodehost.cni_conflist(record, cni / "ipam"))
+        conflist = self.paths.cni_conf_dir / "10-lbpair-node.conflist"
+        conflist.write_text(nodehost.cni_conflist(record, self.paths.cni_ipam_dir))
+        endpoints = KubeletEndpoints(str(record.node_address), free_port(), free_port())
         config = self.node_dir / "kubelet-config.json"
-        config.write_text(json.dumps(self._kubelet_config(record), indent=2))
-        kubelet_dir = self.node_dir / "kubelet"
+        config.write_text(json.dumps(kubelet_config(self.paths, endpoints, self.plane.pki_dir / "ca.crt")))
         self._spawn(
             "kubelet",
             [
                 str(self.plane.bin_dir / "kubelet"),
                 f"--config={config}",
                 f"--kubeconfig={self.plane.kubeconfig}",
-                f"--root-dir={kubelet_dir}",
-                f"--cert-dir={kubelet_dir / 'pki'}",
+                f"--root-dir={self.paths.kubelet_dir}",
+                f"--cert-dir={self.paths.kubelet_dir / 'pki'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={record.node_address}",
                 f"--node-labels={MGMT_LABEL}=true",
@@ -249,44 +206,6 @@ state = "{root / "state"}"
                     f"{NODE_NAME} not Ready in {READY_TIMEOUT_SECONDS:.0f} s:\n{self._log_tail('kubelet')}"
                 )
             time.sleep(0.5)
-
-    def _kubelet_config(self, record: nodehost.HostRecord) -> dict[str, object]:
-        socket = f"unix://{self.socket}"
-        return {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "failCgroupV1": False,  # this kernel mounts cgroup v1 (deprecated, still supported)
-            "cgroupDriver": "cgroupfs",  # no systemd here
-            "containerRuntimeEndpoint": socket,
-            "imageServiceEndpoint": socket,
-            "address": str(record.node_address),
-            "port": free_port(),
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": free_port(),
-            # The API server's client certificate (system:masters) for logs/exec, checked against its CA.
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(self.plane.pki_dir / "ca.crt")},
-            },
-            "authorization": {"mode": "Webhook"},
-            "podLogsDir": str(self.pod_log_dir()),
-            "failSwapOn": False,
-            "shutdownGracePeriod": "0s",
-            "shutdownGracePeriodCriticalPods": "0s",
-            # Disk-pressure eviction would evict the operator on a busy shared disk; images are imported
-            # once and must never be collected (nothing could pull them back).
-            "evictionHard": {
-                "memory.available": "100Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
-            },
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "resolvConf": "/etc/resolv.conf",
-            "serializeImagePulls": False,
-        }
 
     # --- status
 
@@ -305,7 +224,7 @@ state = "{root / "state"}"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         state = self._state()
-        state.pids[name] = spawn_logged(argv, self.node_dir / "logs" / f"{name}.log")
+        state.pids[name] = spawn_logged(argv, self.paths.logs / f"{name}.log")
         self._save(state)
 
     def _ctr(self, *args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -316,7 +235,7 @@ state = "{root / "state"}"
         return result
 
     def _log_tail(self, name: str, lines: int = 20) -> str:
-        log = self.node_dir / "logs" / f"{name}.log"
+        log = self.paths.logs / f"{name}.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
@@ -334,10 +253,6 @@ state = "{root / "state"}"
         if state is None:
             raise RuntimeError(f"the node is not running ({self._state_path()} missing)")
         return state
-
-
-def containerd_socket(node_dir: Path) -> Path:
-    return node_dir / "containerd" / "containerd.sock"
 
 
 def load_state(node_dir: Path) -> NodeState | None:
@@ -362,15 +277,15 @@ def remove_node(node_dir: Path = NODE_DIR, progress: Progress = node_progress) -
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     _stop_recorded(pids.get("containerd"), "containerd")
-    for pid in _shim_pids(containerd_socket(node_dir)):
+    for pid in _shim_pids(NodePaths(node_dir).socket):
         terminate(pid)
     for name in ("kube-scheduler", "kube-controller-manager"):
         _stop_recorded(pids.get(name), name)
     nodehost.restore(state.host if state else None, node_dir, progress)
     shutil.rmtree(LAST_LOGS, ignore_errors=True)
-    for logs in ("logs", "pod-logs"):
-        if (node_dir / logs).is_dir():
-            shutil.copytree(node_dir / logs, LAST_LOGS / logs, symlinks=True)
+    for logs in (NodePaths(node_dir).logs, NodePaths(node_dir).pod_logs):
+        if logs.is_dir():
+            shutil.copytree(logs, LAST_LOGS / logs.name, symlinks=True)
     subprocess.run(["rm", "-rf", "--one-file-system", str(node_dir)], check=True, timeout=120)
     progress(f"node {NODE_NAME} stopped, machine restored; its logs are in {LAST_LOGS}")
 
