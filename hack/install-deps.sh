@@ -61,7 +61,9 @@ cni_dir="$cache_root/cni-plugins-$cni_version"
 if [[ ! -x $cni_dir/bin/bridge ]]; then
   log "unpacking containernetworking-plugins $cni_version into $cni_dir"
   rm -rf "$cni_dir.tmp"; mkdir -p "$cni_dir.tmp"
-  (cd "$cni_dir.tmp" && apt-get download -qq "containernetworking-plugins=$cni_version" >/dev/null)
+  # (apt warns that root downloads unsandboxed into a directory _apt cannot write: shown only on failure)
+  out=$(cd "$cni_dir.tmp" && apt-get download -qq "containernetworking-plugins=$cni_version" 2>&1) \
+    || { printf '%s\n' "$out" >&2; exit 1; }
   dpkg -x "$cni_dir.tmp"/containernetworking-plugins_*.deb "$cni_dir.tmp/root"
   mv "$cni_dir.tmp/root/usr/lib/cni" "$cni_dir.tmp/bin"
   rm -rf "$cni_dir.tmp/root" "$cni_dir.tmp"/*.deb "$cni_dir"; mv "$cni_dir.tmp" "$cni_dir"

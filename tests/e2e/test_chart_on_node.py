@@ -145,7 +145,9 @@ def chart_values(plane: ControlPlane, node: KubeNode, image: str) -> dict[str, A
 
 
 @pytest.fixture(scope="module")
-def installation(node_plane: ControlPlane, lab: Lab, node: KubeNode, operator_image: str) -> Installation:
+def installation(
+    node_plane: ControlPlane, lab: Lab, node: KubeNode, operator_image: str
+) -> Iterator[Installation]:
     started = time.monotonic()
     values = Path(node_plane.run_dir) / "node-values.json"
     values.write_text(json.dumps(chart_values(node_plane, node, operator_image)))
@@ -160,9 +162,14 @@ def installation(node_plane: ControlPlane, lab: Lab, node: KubeNode, operator_im
         str(values),
     )
     installed = Installation(node_plane, lab, node)
-    wait_for(installed.ready_pod, timeout=180, interval=0.5, what="operator pod Running and Ready")
-    report("helm install to operator pod Ready", time.monotonic() - started)
-    return installed
+    try:
+        wait_for(installed.ready_pod, timeout=180, interval=0.5, what="operator pod Running and Ready")
+        report("helm install to operator pod Ready", time.monotonic() - started)
+        yield installed
+    finally:
+        # The lab's nodes are shared with other modules: the pod's operator puts them back (deletion
+        # policy Restore) before the node goes.
+        node_plane.kubectl("-n", NAMESPACE, "delete", "lbpair", PAIR, "--timeout=90s", check=False)
 
 
 def test_helm_install_runs_the_operator_pod_on_the_node(installation: Installation) -> None:
