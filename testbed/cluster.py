@@ -257,7 +257,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                *self._admission_flags(pki),
+                *self._node_flags(pki),
                 "--allow-privileged=false",
             ],
             logs / "kube-apiserver.log",
@@ -330,11 +330,13 @@ class ControlPlane:
         """ca.crt, the admin client certificate, and sa.key/sa.pub (service-account token signing)."""
         return self.run_dir / "pki"
 
-    def _admission_flags(self, pki: Path) -> list[str]:
+    def _node_flags(self, pki: Path) -> list[str]:
         if self.with_nodes:
             return [
                 f"--kubelet-client-certificate={pki / 'admin.crt'}",
                 f"--kubelet-client-key={pki / 'admin.key'}",
+                # The node's host name resolves nowhere here; its InternalIP is the address it serves on.
+                "--kubelet-preferred-address-types=InternalIP",
             ]
         # No controller-manager mints token Secrets or default ServiceAccounts; tests create both.
         return ["--disable-admission-plugins=ServiceAccount"]
