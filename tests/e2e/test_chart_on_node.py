@@ -218,9 +218,9 @@ def test_the_pod_makes_the_seed_pair_ready_with_traffic_through_the_vip(installa
     )
     wait_for(installation.pair_ready, timeout=120, interval=0.5, what="seed pair Ready and Programmed")
     report("seed applied to pair Ready", time.monotonic() - started)
-    for host in ("www.example.com", "oa.example.com", "dev.example.com"):
-        response = lab.http_get_via(installation.vip, host, "/")
-        assert response.succeeded, f"{host} through {installation.vip}: {response}"
+    for host, path in (("www.example.com", "/"), ("oa.example.com", "/"), ("dev.example.com", "/svn/")):
+        response = lab.http_get_via(installation.vip, host, path)
+        assert response.succeeded, f"{host}{path} through {installation.vip}: {response}"
     printed = installation.kubectl("-n", NAMESPACE, "get", "lbpair", PAIR)
     assert "True" in printed.splitlines()[1]
 
