@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/operator
 export PATH := $(LBPAIR_TOOLS_BIN):$(PATH)
 PYTEST_FLAGS ?=
 
-.PHONY: deps image lint fmt test test-unit test-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench \
+.PHONY: deps image lint fmt test test-unit test-e2e node-e2e lab-up lab-down cluster-up cluster-down up down clean demo demo-down bench \
 	bench-scale
 
 deps:
@@ -43,6 +43,11 @@ test-unit: deps
 test-e2e: deps
 	$(VENV)/bin/pytest -m e2e $(PYTEST_FLAGS)
 
+# Just the chart on the test bed's kubelet node (testbed/kubenode.py): image, node, `helm install`, the seed
+# pair Ready through the pod, a deleted pod replaced. Prints each step's time. Part of `make test` too.
+node-e2e: deps
+	$(VENV)/bin/pytest -m e2e tests/e2e/test_chart_on_node.py -s $(PYTEST_FLAGS)
+
 cluster-up: deps
 	$(PY) -m testbed cluster up
 cluster-down:
@@ -71,6 +76,7 @@ bench: deps
 bench-scale: deps
 	$(PY) -m bench.scale $(BENCH_SCALE_FLAGS)
 
-# Removes leftovers of a crashed run: lab namespaces and daemons, test control planes.
+# Removes leftovers of a crashed run: the kubelet node (machine state restored), lab namespaces and daemons,
+# test control planes.
 clean:
 	$(PY) -m testbed cleanup

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the control-plane binaries (etcd, kube-apiserver, kubectl) and helm from the Go module proxy,
-# caching them outside the repo keyed by version. Idempotent: a cached binary is reused.
+# Build the control-plane binaries (etcd, kube-apiserver, kubectl), the node binaries (kubelet,
+# kube-controller-manager, kube-scheduler) and helm from the Go module proxy, caching them outside the
+# repo keyed by version. Idempotent: a cached binary is reused.
 #
 # If KUBEBUILDER_ASSETS points at a directory holding etcd, kube-apiserver and kubectl (the envtest
 # convention), those are used instead of building. Prints the directory holding all four tools.
@@ -46,14 +47,13 @@ link_tool() { ln -sfn "$1" "$tools_bin/$(basename "$1")"; }
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
-build_kubernetes() {
-  local out="$cache_root/kubernetes-$KUBERNETES_VERSION"
-  if [[ -x $out/kube-apiserver && -x $out/kubectl ]]; then link_tool "$out/kube-apiserver"; link_tool "$out/kubectl"; return; fi
-  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+# Write a wrapper module in $1 that requires k8s.io/kubernetes $KUBERNETES_VERSION, then `go get` the
+# commands named by the remaining arguments (paths under k8s.io/kubernetes/cmd/).
+kubernetes_module() {
+  local work=$1; shift
   local staging_version="v0.${KUBERNETES_VERSION#v1.}"
-  local work="$cache_root/src/kubernetes-$KUBERNETES_VERSION"
   rm -rf "$work"; mkdir -p "$work"
-  log "kubernetes $KUBERNETES_VERSION: resolving modules (staging at $staging_version)"
+  log "kubernetes $KUBERNETES_VERSION: resolving modules for $* (staging at $staging_version)"
   local gomod
   gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",\?$/\1/p')
   {
@@ -66,19 +66,52 @@ build_kubernetes() {
     sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
     echo ")"
   } >"$work/go.mod"
-  (cd "$work" && quietly go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" \
-    "k8s.io/kubernetes/cmd/kubectl@$KUBERNETES_VERSION")
+  local cmd pkgs=()
+  for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd@$KUBERNETES_VERSION"); done
+  (cd "$work" && quietly go get "${pkgs[@]}")
+}
+
+# Build the kubernetes commands named after $2 into directory $1 (one `go build`, so shared packages
+# compile once), stamping the version the way the release build does.
+build_kubernetes_commands() {
+  local out=$1; shift
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local work="$cache_root/src/$(basename "$out")"
+  kubernetes_module "$work" "$@"
   local date; date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   local ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
-  mkdir -p "$out.tmp"
-  run_with_progress "kube-apiserver + kubectl $KUBERNETES_VERSION" \
-    bash -c "cd '$work' && go build -v -trimpath -ldflags '$ldflags' -o '$out.tmp/' k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl"
+  local cmd pkgs=""
+  for cmd in "$@"; do pkgs+=" k8s.io/kubernetes/cmd/$cmd"; done
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
+  run_with_progress "$* $KUBERNETES_VERSION" \
+    bash -c "cd '$work' && go build -v -trimpath -ldflags '$ldflags' -o '$out.tmp/' $pkgs"
   rm -rf "$out"; mv "$out.tmp" "$out"
-  link_tool "$out/kube-apiserver"; link_tool "$out/kubectl"
+  for cmd in "$@"; do link_tool "$out/$cmd"; done
+}
+
+# Link the commands in $1 if all are cached there; fails (so the caller builds) if one is missing.
+link_cached() {
+  local out=$1; shift
+  local cmd
+  for cmd in "$@"; do [[ -x $out/$cmd ]] || return 1; done
+  for cmd in "$@"; do link_tool "$out/$cmd"; done
+}
+
+build_kubernetes() {
+  local out="$cache_root/kubernetes-$KUBERNETES_VERSION"
+  link_cached "$out" kube-apiserver kubectl || build_kubernetes_commands "$out" kube-apiserver kubectl
+}
+
+# The node side for the test bed's real worker node (testbed/kubenode.py); its own cache dir, so the
+# control-plane dir above keeps its key. kubelet needs no cgo here (the spike's build, CGO_ENABLED=0).
+build_kubernetes_node() {
+  local out="$cache_root/kubernetes-node-$KUBERNETES_VERSION"
+  local cmds=(kubelet kube-controller-manager kube-scheduler)
+  link_cached "$out" "${cmds[@]}" || build_kubernetes_commands "$out" "${cmds[@]}"
 }
 
 build_etcd() {
@@ -120,5 +153,6 @@ else
   build_etcd
   build_kubernetes
 fi
+build_kubernetes_node
 build_helm
 echo "$tools_bin"

@@ -3,7 +3,8 @@
 #   1. Debian packages for the lab nodes (nginx, keepalived, sshd, ...) and tooling;
 #   2. a Python virtualenv with the locked dependencies, kept in the cache outside the repo and keyed
 #      by the lock file's hash (so a clean clone reuses it);
-#   3. the Go-built control plane and helm (hack/build-tools.sh).
+#   3. the Go-built control plane, the node binaries and helm (hack/build-tools.sh);
+#   4. for the test bed's kubelet node (testbed/kubenode.py): the CNI plugins, unpacked into the cache.
 # Prints nothing but progress; the environment for make is written to $cache_root/env.mk.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +16,8 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 debian_packages=(
   nginx keepalived openssh-server openssh-client iproute2 nftables tini socat wrk curl
   iputils-ping procps util-linux
+  # The kubelet node's container runtime, and a static C toolchain for kubernetes' pause.c.
+  containerd runc gcc libc6-dev
 )
 missing=()
 for p in "${debian_packages[@]}"; do
@@ -50,5 +53,21 @@ fi
 ln -sfn "$venv" "$cache_root/venv"
 
 tools_bin=$("$here/build-tools.sh" | tail -n 1)
+
+# The node's CNI plugins (bridge, host-local, loopback) from Debian's package, unpacked rather than
+# installed: installing it pulls in iptables.
+cni_version=$(apt-cache policy containernetworking-plugins | sed -n 's/^ *Candidate: //p')
+cni_dir="$cache_root/cni-plugins-$cni_version"
+if [[ ! -x $cni_dir/bin/bridge ]]; then
+  log "unpacking containernetworking-plugins $cni_version into $cni_dir"
+  rm -rf "$cni_dir.tmp"; mkdir -p "$cni_dir.tmp"
+  # (apt warns that root downloads unsandboxed into a directory _apt cannot write: shown only on failure)
+  out=$(cd "$cni_dir.tmp" && apt-get download -qq "containernetworking-plugins=$cni_version" 2>&1) \
+    || { printf '%s\n' "$out" >&2; exit 1; }
+  dpkg -x "$cni_dir.tmp"/containernetworking-plugins_*.deb "$cni_dir.tmp/root"
+  mv "$cni_dir.tmp/root/usr/lib/cni" "$cni_dir.tmp/bin"
+  rm -rf "$cni_dir.tmp/root" "$cni_dir.tmp"/*.deb "$cni_dir"; mv "$cni_dir.tmp" "$cni_dir"
+fi
+ln -sfn "$cni_dir/bin" "$cache_root/cni-bin"
 printf 'VENV := %s\nTOOLS_BIN := %s\n' "$venv" "$tools_bin" >"$cache_root/env.mk"
 log "ready: venv=$venv tools=$tools_bin"

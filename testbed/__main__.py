@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from testbed.addressing import MAX_PAIRS, PAIRS_VARIABLE, ROOT_MGMT_LINK, SWITCH_NAMESPACE, AddressPlan
 from testbed.cluster import CLI_RUN_DIR, ControlPlane, stop_test_control_planes, tools_bin_dir
 from testbed.demo import demo_down, demo_up
+from testbed.kubenode import remove_node
 from testbed.lab import STATE_FILE, Lab, LabError, choose_address_plan, cleanup, leftovers_exist
 
 
@@ -171,7 +172,9 @@ def add_demo_commands(areas: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cleanup_everything(_args: argparse.Namespace) -> int:
-    """Leftovers of crashed runs: the lab, control planes of test sessions, the CLI control plane."""
+    """Leftovers of crashed runs: the kubelet node (restoring what it changed on the machine), the lab,
+    control planes of test sessions, the CLI control plane."""
+    remove_node()
     demo_down()
     stop_test_control_planes()
     return 0
@@ -184,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(areas)
     add_demo_commands(areas)
     areas.add_parser(
-        "cleanup", help="remove leftovers of crashed runs (lab and control planes)"
+        "cleanup", help="remove leftovers of crashed runs (kubelet node, lab and control planes)"
     ).set_defaults(handler=cleanup_everything)
     return parser
 

@@ -77,7 +77,7 @@ def _progress(message: str) -> None:
     print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -172,10 +172,15 @@ def kubeconfig_yaml(server: str, ca_file: Path, *, user: str, credentials: dict[
 
 @dataclass
 class ControlPlane:
-    """etcd + kube-apiserver whose state lives in `run_dir`."""
+    """etcd + kube-apiserver whose state lives in `run_dir`.
+
+    `with_nodes`: the API server also serves kubelets (testbed/kubenode.py): the ServiceAccount admission
+    plugin mounts token volumes into pods (kube-controller-manager then creates the ServiceAccounts it
+    needs), and the API server reaches kubelets (logs, exec) with the admin client certificate."""
 
     run_dir: Path
     bin_dir: Path
+    with_nodes: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -197,7 +202,7 @@ class ControlPlane:
         if state is None:
             return False
         pids = state.get("pids", [])
-        return isinstance(pids, list) and all(_pid_alive(int(pid)) for pid in pids) and self._ready()
+        return isinstance(pids, list) and all(pid_alive(int(pid)) for pid in pids) and self._ready()
 
     def start(self) -> None:
         """Start etcd and kube-apiserver and wait until /readyz says ok. Reuses a running plane."""
@@ -212,7 +217,7 @@ class ControlPlane:
         pki = self.run_dir / "pki"
         pki.mkdir(exist_ok=True)
         self._write_pki(pki)
-        etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         logs = self.run_dir / "logs"
         logs.mkdir(exist_ok=True)
 
@@ -252,8 +257,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                # No controller-manager mints token Secrets or default ServiceAccounts; tests create both.
-                "--disable-admission-plugins=ServiceAccount",
+                *self._node_flags(pki),
                 "--allow-privileged=false",
             ],
             logs / "kube-apiserver.log",
@@ -279,8 +283,8 @@ class ControlPlane:
             pids = state.get("pids", [])
             for pid in pids if isinstance(pids, list) else []:
                 # A stale state file may name a PID the kernel has since reused: check it is ours.
-                if _command_line(int(pid)).startswith(str(self.bin_dir)):
-                    _terminate(int(pid))
+                if command_line(int(pid)).startswith(str(self.bin_dir)):
+                    terminate(int(pid))
         if self.run_dir.exists():
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.run_dir)], check=True)
 
@@ -321,6 +325,22 @@ class ControlPlane:
         )
         return path
 
+    @property
+    def pki_dir(self) -> Path:
+        """ca.crt, the admin client certificate, and sa.key/sa.pub (service-account token signing)."""
+        return self.run_dir / "pki"
+
+    def _node_flags(self, pki: Path) -> list[str]:
+        if self.with_nodes:
+            return [
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                # The node's host name resolves nowhere here; its InternalIP is the address it serves on.
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        # No controller-manager mints token Secrets or default ServiceAccounts; tests create both.
+        return ["--disable-admission-plugins=ServiceAccount"]
+
     def _write_pki(self, pki: Path) -> None:
         ca = _issue(_name("lbpair-test-ca"), None, is_ca=True)
         apiserver = _issue(
@@ -345,10 +365,7 @@ class ControlPlane:
         )
 
     def _spawn(self, argv: list[str], log_path: Path) -> int:
-        with log_path.open("ab") as log:
-            # A session of its own: a Ctrl-C in the terminal must not kill the plane half-way.
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return process.pid
+        return spawn_logged(argv, log_path)
 
     def _save_state(self, state: dict[str, object]) -> None:
         self._state_path.write_text(json.dumps(state))
@@ -376,7 +393,7 @@ class ControlPlane:
                 return
             state = self._load_state() or {}
             pids = state.get("pids", [])
-            dead = [pid for pid in (pids if isinstance(pids, list) else []) if not _pid_alive(int(pid))]
+            dead = [pid for pid in (pids if isinstance(pids, list) else []) if not pid_alive(int(pid))]
             if dead:
                 break
             time.sleep(0.5)
@@ -390,7 +407,17 @@ class ControlPlane:
         )
 
 
-def _pid_alive(pid: int) -> bool:
+def spawn_logged(argv: list[str], log_path: Path) -> int:
+    """Start `argv` in the background with its output appended to `log_path`; returns its PID."""
+    with log_path.open("ab") as log:
+        # A session of its own: a Ctrl-C in the terminal must not kill the test bed half-way.
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return process.pid
+
+
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -403,21 +430,21 @@ def _pid_alive(pid: int) -> bool:
     return status != "Z"
 
 
-def _command_line(pid: int) -> str:
+def command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError):
         return ""
 
 
-def _terminate(pid: int, grace_seconds: float = 10.0) -> None:
+def terminate(pid: int, grace_seconds: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after a grace period; only ever called with PIDs we started."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             break
         time.sleep(0.1)
     else:
