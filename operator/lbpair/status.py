@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast, get_args
 
 from lbpair.build import AttachedObject, PairBuild, PairRejected
+from lbpair.build.services import backends_available
 from lbpair.health import NodeReport, PairHealth
 from lbpair.model.status import (
     MAX_VRRP_INSTANCES,
@@ -193,7 +194,8 @@ def attached_status(
     previous: AttachedStatus | None,
     at: str,
 ) -> AttachedStatus:
-    """Accepted (valid, attached, references resolve) and Programmed (live on every node)."""
+    """Accepted (valid, attached, references resolve) and Programmed (live on every node); for an Upstream
+    that follows a Service, BackendsAvailable (it has a ready endpoint)."""
     key_problems, generation = build.problems_of(item.key), item.generation
     programmed_on = sorted(node.name for node in health.nodes if node.programmed)
     live = included and len(programmed_on) == len(health.nodes)
@@ -213,6 +215,10 @@ def attached_status(
             at=at,
         ),
     ]
+    upstream = build.upstreams_by_key.get(item.key)
+    if upstream is not None and upstream.service:
+        holds, reason, message = backends_available(upstream)
+        conditions.append(Condition.of("BackendsAvailable", holds, reason, message, at=at))
     return AttachedStatus(
         observed_generation=generation,
         pair=f"{build.pair.metadata.namespace}/{build.pair.metadata.name}",

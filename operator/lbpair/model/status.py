@@ -219,7 +219,8 @@ class AttachedStatus(StatusModel):
     )
     """Nodes whose live configuration includes this object."""
     conditions: Conditions = Field(default_factory=list)
-    """Programmed (in the live configuration of every node), Accepted (valid and attached)."""
+    """Programmed (in the live configuration of every node), Accepted (valid and attached), and on an
+    Upstream with spec.serviceRef BackendsAvailable (the Service has a ready endpoint)."""
     kopf: dict[str, Any] | None = None
     """Operator framework bookkeeping."""
 
