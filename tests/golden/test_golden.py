@@ -25,6 +25,7 @@ CASES = {
     "seed": ("seed-tutorial.yaml",),
     "active-active": ("active-active.yaml",),
     "tls": ("seed-tutorial.yaml", "tls-virtualhost.yaml"),
+    "service": ("seed-tutorial.yaml", "service-upstream.yaml"),
 }
 # Absolute directories of the default node profile; the validators see them under a temporary root.
 NODE_DIRECTORIES = re.compile(
