@@ -3,11 +3,12 @@ events users see (`kubectl get events`): each fires once per change, not on ever
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lbpair.health import PairHealth
 from lbpair.model.status import MESSAGE_LIMIT, AttachedStatus, find_condition, truncate
+from lbpair.nodes.backend_probe import BackendChange
 from lbpair.render.model import ObjectKey
 
 
@@ -80,3 +81,17 @@ def attached_rejection_event(
     if accepted is None or accepted.status == "True" or (before is not None and before.status == "False"):
         return []
     return [Event.warning("Rejected", accepted.message, regarding=key)]
+
+
+def backend_events(key: ObjectKey, changes: Sequence[BackendChange]) -> list[Event]:
+    """A backend server of an Upstream going down or coming back from a node's point of view, on it."""
+    return [
+        Event(
+            "Normal" if change.reachable else "Warning",
+            "BackendUp" if change.reachable else "BackendDown",
+            f"{change.server} is {'reachable again' if change.reachable else 'unreachable'} "
+            f"from {change.node}",
+            key,
+        )
+        for change in changes
+    ]

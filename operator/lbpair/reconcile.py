@@ -14,7 +14,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lbpair.build import (
@@ -30,12 +30,21 @@ from lbpair.config import OperatorConfig
 from lbpair.deletion import restore_nodes
 from lbpair.drain import drain_events, plan_drains, report_drains, with_drains
 from lbpair.drill import Drill
-from lbpair.events import Event, PairObservation, attached_rejection_event, rejection_event, transition_events
-from lbpair.health import assess_pair
+from lbpair.events import (
+    Event,
+    PairObservation,
+    attached_rejection_event,
+    backend_events,
+    rejection_event,
+    transition_events,
+)
+from lbpair.health import NodeReport, assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
 from lbpair.memory import PairMemory
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, find_condition, timestamp
+from lbpair.nodes.backend_probe import BackendTarget
+from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.ssh import SSHTarget
 from lbpair.sinks import PassRecorder, StatusSink
@@ -46,6 +55,7 @@ from lbpair.status import (
     pair_status,
     rejected_pair_status,
     same_but_probe_times,
+    with_backends,
 )
 
 log = logging.getLogger(__name__)
@@ -162,12 +172,19 @@ class Reconciler:
         self._write_pair_status(key, memory, pair)
         written, included = 0, set(build.state.included)
         bodies = resources.attached_by_key()
+        probes = probe_backends(nodes, rollout.reports, build)
         for item in build.attached:
             previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
             status = attached_status(
                 build, health, item, included=item.key in included, previous=previous, at=now
             )
             events += attached_rejection_event(item.key, previous, status)
+            if item.key.kind == "Upstream":
+                upstream = build.upstreams_by_key.get(item.key)
+                status, changes = with_backends(
+                    status, upstream, probes, nodes=list(nodes), previous=previous, at=now
+                )
+                events += backend_events(item.key, changes)
             if status != previous:
                 self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
                 written += 1
@@ -230,6 +247,25 @@ def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, N
         )
         for node in spec.nodes
     }
+
+
+def probe_backends(
+    nodes: Mapping[str, Node], reports: Sequence[NodeReport], build: PairBuild
+) -> dict[str, dict[BackendTarget, bool]]:
+    """Each reachable node's view of every backend server of the pair's Upstreams (one agent command per
+    node, bounded in time); a node whose probe fails is left out (its last view stands)."""
+    targets = {
+        BackendTarget(s.address, s.port) for upstream in build.state.upstreams for s in upstream.servers
+    }
+    probes: dict[str, dict[BackendTarget, bool]] = {}
+    for report in reports:
+        if not targets or report.observation is None or report.name not in nodes:
+            continue
+        try:
+            probes[report.name] = nodes[report.name].probe_backends(targets)
+        except NodeError as error:
+            log.warning("pair node=%s: probing backends failed: %s", report.name, error)
+    return probes
 
 
 def is_ready(status: PairStatus | None) -> bool:

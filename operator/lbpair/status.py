@@ -13,6 +13,7 @@ from lbpair.build import AttachedObject, PairBuild, PairRejected
 from lbpair.build.services import backends_available
 from lbpair.health import NodeReport, PairHealth
 from lbpair.model.status import (
+    MAX_BACKEND_STATUSES,
     MAX_VRRP_INSTANCES,
     AttachedStatus,
     Condition,
@@ -24,7 +25,15 @@ from lbpair.model.status import (
     VrrpState,
     find_condition,
 )
+from lbpair.nodes.backend_probe import (
+    BackendChange,
+    BackendTarget,
+    NodeProbes,
+    backend_changes,
+    backend_statuses,
+)
 from lbpair.nodes.observe import NginxWatchState, VrrpInstanceState
+from lbpair.render.model import Upstream
 
 
 def with_transitions(
@@ -225,3 +234,22 @@ def attached_status(
         programmed_on=programmed_on if included else [],
         conditions=with_transitions(conditions, previous.conditions if previous else [], generation),
     )
+
+
+def with_backends(
+    status: AttachedStatus,
+    upstream: Upstream | None,
+    probes: NodeProbes,
+    *,
+    nodes: Sequence[str],
+    previous: AttachedStatus | None,
+    at: str,
+) -> tuple[AttachedStatus, list[BackendChange]]:
+    """An Upstream's status with each server's reachability from each node (status.backends), and what
+    changed since `previous`. An Upstream left out keeps no backends."""
+    before = (previous.backends if previous else None) or []
+    if upstream is None:
+        return status.model_copy(update={"backends": None}), []
+    servers = sorted({BackendTarget(server.address, server.port) for server in upstream.servers})
+    backends = backend_statuses(servers[:MAX_BACKEND_STATUSES], probes, nodes, before, at)
+    return status.model_copy(update={"backends": backends}), backend_changes(before, backends)

@@ -414,10 +414,47 @@ watch_vip() {
     done
 }
 
+# probe-backends CONNECT_TIMEOUT BUDGET ADDRESS:PORT...: "ADDRESS:PORT up|down" for each backend, by a TCP
+# connect from this node (bash /dev/tcp), all at once, each within CONNECT_TIMEOUT seconds; whatever has
+# not answered after BUDGET seconds is left out (the operator counts it down). The arguments are IPv4
+# addresses and ports from the operator's validated build.
+probe_backends() {
+    connect_timeout=$1 budget=$2
+    shift 2
+    results=$(mktemp -d) pids=
+    for target in "$@"; do
+        (
+            if timeout "$connect_timeout" bash -c 'exec 3<>"/dev/tcp/${1%:*}/${1##*:}"' _ "$target" \
+                </dev/null >/dev/null 2>&1 9>&-; then
+                echo "$target up"
+            else
+                echo "$target down"
+            fi >"$results/$target"
+        ) 9>&- &
+        pids="$pids $!"
+    done
+    deadline=$(($(date +%s) + budget))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        pending=
+        for pid in $pids; do
+            if kill -0 "$pid" 2>/dev/null; then pending=1; fi
+        done
+        [ -n "$pending" ] || break
+        sleep 0.05
+    done
+    cat "$results"/* 2>/dev/null || true
+    rm -rf "$results"
+}
+
 case $command in
 # Reads no state and is polled while a rollout verifies: it takes no lock.
 served-hash)
     served_hash "$@"
+    exit
+    ;;
+# Reads no state (it connects out to the backends): it must not wait behind a rollout.
+probe-backends)
+    probe_backends "$@"
     exit
     ;;
 # Runs while the drill changes the nodes: it must not wait for their lock.
