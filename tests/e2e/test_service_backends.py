@@ -149,3 +149,51 @@ def test_an_empty_slice_gives_a_condition_and_503_not_a_refused_config(site: Ser
 
     site.set_endpoints("be1")
     wait_for(lambda: set(site.answering_backends()) == {"be1"}, timeout=30, what="be1 answers again")
+
+
+def backend_reachability(site: ServiceBackedSite) -> dict[str, dict[str, bool]]:
+    """The web Upstream's status.backends: "ADDRESS:PORT" -> node -> reachable."""
+    found = json.loads(site.cluster.kubectl("-n", NAMESPACE, "get", "upstream", "web", "-o", "json").stdout)
+    return {
+        f"{backend['address']}:{backend['port']}": {
+            node["name"]: node["reachable"] for node in backend["nodes"]
+        }
+        for backend in found.get("status", {}).get("backends") or []
+    }
+
+
+def backend_events(site: ServiceBackedSite, reason: str) -> list[str]:
+    """The messages of the web Upstream's events with `reason`."""
+    selector = f"involvedObject.kind=Upstream,involvedObject.name=web,reason={reason}"
+    listed = json.loads(
+        site.cluster.kubectl(
+            "-n", NAMESPACE, "get", "events", "--field-selector", selector, "-o", "json"
+        ).stdout
+    )
+    return sorted(event["message"] for event in listed["items"])
+
+
+def test_a_stopped_backend_shows_down_from_both_nodes_with_events_and_comes_back(
+    site: ServiceBackedSite,
+) -> None:
+    site.set_endpoints("be1", "be2")
+    be1, be2 = f"{site.backends['be1']}:80", f"{site.backends['be2']}:80"
+    both_up = {be1: {"lb1": True, "lb2": True}, be2: {"lb1": True, "lb2": True}}
+    wait_for(lambda: backend_reachability(site) == both_up, timeout=30, what="both backends reachable")
+
+    site.lab.power_off("be2")
+    try:
+        wait_for(
+            lambda: backend_reachability(site).get(be2) == {"lb1": False, "lb2": False},
+            timeout=30,
+            what="be2 down from both nodes",
+        )
+        assert backend_reachability(site)[be1] == {"lb1": True, "lb2": True}
+        down_events = wait_for(lambda: len(e := backend_events(site, "BackendDown")) >= 2 and e, timeout=10)
+        assert down_events == [f"{be2} is unreachable from lb1", f"{be2} is unreachable from lb2"]
+    finally:
+        site.lab.power_on("be2")
+
+    wait_for(lambda: backend_reachability(site) == both_up, timeout=30, what="be2 reachable again")
+    up_events = wait_for(lambda: len(e := backend_events(site, "BackendUp")) >= 2 and e, timeout=10)
+    assert up_events == [f"{be2} is reachable again from lb1", f"{be2} is reachable again from lb2"]
