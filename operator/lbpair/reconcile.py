@@ -255,7 +255,9 @@ def probe_backends(
     """Each reachable node's view of every backend server of the pair's Upstreams (one agent command per
     node, bounded in time); a node whose probe fails is left out (its last view stands)."""
     targets = {
-        BackendTarget(s.address, s.port) for upstream in build.state.upstreams for s in upstream.servers
+        BackendTarget(server.address, server.port, upstream.health_path or "")
+        for upstream in build.state.upstreams
+        for server in upstream.servers
     }
     probes: dict[str, dict[BackendTarget, bool]] = {}
     for report in reports:

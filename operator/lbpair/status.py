@@ -250,6 +250,7 @@ def with_backends(
     before = (previous.backends if previous else None) or []
     if upstream is None:
         return status.model_copy(update={"backends": None}), []
-    servers = sorted({BackendTarget(server.address, server.port) for server in upstream.servers})
+    path = upstream.health_path or ""
+    servers = sorted({BackendTarget(server.address, server.port, path) for server in upstream.servers})
     backends = backend_statuses(servers[:MAX_BACKEND_STATUSES], probes, nodes, before, at)
     return status.model_copy(update={"backends": backends}), backend_changes(before, backends)

@@ -219,7 +219,10 @@ ADDITIONS = (
     ),
     Addition("seed-tutorial.yaml", "Upstream", "lb-www", {"spec.pairRef.namespace": "demo"}),
     Addition(
-        "service-upstream.yaml", "Upstream", "web", {"spec.serviceRef": {"name": "web", "portName": "http"}}
+        "service-upstream.yaml",
+        "Upstream",
+        "web",
+        {"spec.serviceRef": {"name": "web", "portName": "http"}, "spec.healthPath": "/healthz"},
     ),
     Addition(
         "seed-tutorial.yaml",

@@ -4,8 +4,10 @@ only when something changes."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +63,32 @@ def test_the_agent_reports_which_backends_accept_a_connection(
 
     assert probe_backends(LocalClient(tmp_path), [down, up]) == {up: True, down: False}
     assert probe_backends(LocalClient(tmp_path), []) == {}
+
+
+class HealthAnswers(http.server.BaseHTTPRequestHandler):
+    """200 for /healthz, 503 for anything else."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 503)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        """Quiet."""
+
+
+def test_with_a_health_path_the_agent_counts_only_a_2xx_or_3xx_answer(tmp_path: Path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), HealthAnswers)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        port = server.server_address[1]
+        healthy = BackendTarget("127.0.0.1", port, "/healthz")
+        sick = BackendTarget("127.0.0.1", port, "/v1/status")
+
+        assert probe_backends(LocalClient(tmp_path), [healthy, sick]) == {healthy: True, sick: False}
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def node_view(name: str, reachable: bool, since: str) -> BackendNodeStatus:
@@ -125,3 +153,16 @@ def test_a_backend_down_from_one_node_shows_in_status_with_an_event_and_writes_o
     assert [(e.type, e.reason, e.message) for e in back if e.regarding == LB_WWW] == [
         ("Normal", "BackendUp", "198.18.0.11:80 is reachable again from lb1")
     ]
+
+
+def test_an_upstream_health_path_is_what_the_nodes_probe() -> None:
+    world = make_world()
+    world.resources.upstream("lb-www")["spec"]["healthPath"] = "/healthz"
+    world.lb2.unreachable_backends = {"198.18.0.12:80/healthz", "198.18.0.11:80"}  # the latter: not asked
+
+    world.run_pass()
+
+    assert reachability(upstream_status(world)) == {
+        "198.18.0.11:80": {"lb1": True, "lb2": True},
+        "198.18.0.12:80": {"lb1": True, "lb2": False},
+    }

@@ -58,6 +58,7 @@ def upstream(
         keepalive=spec.keepalive,
         servers=servers,
         service=f"{key.namespace}/{spec.service_ref.name}" if spec.service_ref else None,
+        health_path=spec.health_path,
         unavailable_listen=(
             None if servers else unavailable_listen(stem, pair_spec.node_profile.nginx_status_port)
         ),

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from lbpair.model.base import ApiModel, CelRule, UniqueItems, cel_config
 from lbpair.model.common import ObjectMeta, PairRef, Port
-from lbpair.model.patterns import DnsLabel, DnsSubdomain, HashVariable, Host, NginxTime
+from lbpair.model.patterns import DnsLabel, DnsSubdomain, HashVariable, Host, LocationPath, NginxTime
 
 
 class UpstreamServer(ApiModel):
@@ -112,6 +112,10 @@ class UpstreamSpec(ApiModel):
     Service or its EndpointSlices goes live like an edit of this Upstream. With no ready endpoint the
     Upstream stays programmed and nginx answers 503 for it (condition BackendsAvailable False).
     Exactly one of servers and serviceRef."""
+
+    health_path: LocationPath | None = None
+    """HTTP path the LB nodes GET on every server for status.backends (HTTP/1.0, Host: the server's
+    address; a 2xx or 3xx answer within 1 s counts as reachable). Without it, a TCP connect."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Self:

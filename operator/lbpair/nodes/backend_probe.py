@@ -1,6 +1,7 @@
 """Backend health as each LB node sees it: the agent's `probe-backends` command (a TCP connect to every
-backend server, from the node, in parallel, each bounded by a connect timeout and all of them by a total
-budget), and, pure, the Upstream status and the changes it makes from one pass's answers.
+backend server, or an HTTP GET of the Upstream's healthPath, from the node, in parallel, each bounded by a
+timeout and all of them by a total budget), and, pure, the Upstream status and the changes it makes from
+one pass's answers.
 
 From the node, not from the operator: the operator may sit in another network, and what matters is
 whether the node that carries the VIP can reach the backend.
@@ -27,9 +28,11 @@ SESSION_MARGIN_SECONDS = 5.0
 class BackendTarget(NamedTuple):
     address: str
     port: int
+    path: str = ""
+    """An HTTP path to GET (the Upstream's healthPath); "": a TCP connect."""
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
+        return f"{self.address}:{self.port}{self.path}"
 
 
 def probe_backends(client: NodeClient, targets: Iterable[BackendTarget]) -> dict[BackendTarget, bool]:
