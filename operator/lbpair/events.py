@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from lbpair.health import PairHealth
 from lbpair.model.status import MESSAGE_LIMIT, AttachedStatus, Condition, find_condition, truncate
+from lbpair.nodes.backend_probe import BackendChange
 from lbpair.render.model import ObjectKey
 
 
@@ -113,3 +114,17 @@ def trouble_events(
         if before is None or (before.status, before.reason) != (now.status, now.reason):
             events.setdefault(now.reason, Event.warning(now.reason, now.message, regarding=regarding))
     return list(events.values())
+
+
+def backend_events(key: ObjectKey, changes: Sequence[BackendChange]) -> list[Event]:
+    """A backend server of an Upstream going down or coming back from a node's point of view, on it."""
+    return [
+        Event(
+            "Normal" if change.reachable else "Warning",
+            "BackendUp" if change.reachable else "BackendDown",
+            f"{change.server} is {'reachable again' if change.reachable else 'unreachable'} "
+            f"from {change.node}",
+            key,
+        )
+        for change in changes
+    ]

@@ -14,7 +14,8 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lbpair.build import (
@@ -37,16 +38,19 @@ from lbpair.events import (
     Event,
     PairObservation,
     attached_rejection_event,
+    backend_events,
     certificate_events,
     rejection_event,
     transition_events,
     trouble_events,
 )
-from lbpair.health import PairHealth, assess_pair
+from lbpair.health import NodeReport, PairHealth, assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
 from lbpair.memory import PairMemory
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, find_condition, timestamp
+from lbpair.nodes.backend_probe import BackendTarget
+from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.ssh import SSHTarget
 from lbpair.preview import Previewer, PreviewSink
@@ -58,6 +62,7 @@ from lbpair.status import (
     pair_status,
     rejected_pair_status,
     same_but_probe_times,
+    with_backends,
     with_condition,
 )
 
@@ -189,7 +194,15 @@ class Reconciler:
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
         self._write_pair_status(key, memory, pair)
-        written, attached_events = self._write_attached_statuses(build, health, resources, memory, moment)
+        probes = probe_backends(nodes, rollout.reports, build)
+        written, attached_events = self._write_attached_statuses(
+            build,
+            health=health,
+            resources=resources,
+            memory=memory,
+            moment=moment,
+            backends=(list(nodes), probes),
+        )
         events += attached_events
         self._metrics.services_reloaded(key, rollout.reloads)
         outcome = (
@@ -209,13 +222,17 @@ class Reconciler:
     def _write_attached_statuses(
         self,
         build: PairBuild,
+        *,
         health: PairHealth,
         resources: PairResources,
         memory: PairMemory,
         moment: datetime.datetime,
+        backends: tuple[list[str], dict[str, dict[BackendTarget, bool]]],
     ) -> tuple[int, list[Event]]:
         """Each attached object's status, written only when its own content changed; returns how many
-        were written and their events (refusals, certificate trouble)."""
+        were written and their events (refusals, certificate trouble, backends down or back per node, as
+        the pair's nodes' probes saw them: `backends`)."""
+        node_names, probes = backends
         now = timestamp(moment)
         written, events, included = 0, list[Event](), set(build.state.included)
         expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
@@ -227,6 +244,12 @@ class Reconciler:
             )
             events += attached_rejection_event(item.key, previous, status)
             events += certificate_events(item.key, previous, status)
+            if item.key.kind == "Upstream":
+                upstream = build.upstreams_by_key.get(item.key)
+                status, changes = with_backends(
+                    status, upstream, probes, nodes=node_names, previous=previous, at=now
+                )
+                events += backend_events(item.key, changes)
             if status != previous:
                 self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
                 written += 1
@@ -295,6 +318,29 @@ def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, N
         )
         for node in spec.nodes
     }
+
+
+def probe_backends(
+    nodes: Mapping[str, Node], reports: Sequence[NodeReport], build: PairBuild
+) -> dict[str, dict[BackendTarget, bool]]:
+    """Each reachable node's view of every backend server of the pair's Upstreams: one agent command per
+    node, both at once (a blackholed backend costs the pass its 1 s timeout once, not once per node); a
+    node whose probe fails is left out (its last view stands)."""
+    targets = {
+        BackendTarget(server.address, server.port, upstream.health_path or "")
+        for upstream in build.state.upstreams
+        for server in upstream.servers
+    }
+    probed = [nodes[r.name] for r in reports if targets and r.observation is not None and r.name in nodes]
+    with ThreadPoolExecutor(max_workers=max(len(probed), 1), thread_name_prefix="backend-probe") as pool:
+        futures = {node.name: pool.submit(node.probe_backends, targets) for node in probed}
+    probes: dict[str, dict[BackendTarget, bool]] = {}
+    for name, future in futures.items():
+        try:
+            probes[name] = future.result()
+        except NodeError as error:
+            log.warning("pair node=%s: probing backends failed: %s", name, error)
+    return probes
 
 
 def is_ready(status: PairStatus | None) -> bool:

@@ -11,8 +11,10 @@ from typing import Any, cast, get_args
 
 from lbpair.build import AttachedObject, PairBuild, PairRejected
 from lbpair.build.certificates import ExpiryCheck
+from lbpair.build.services import backends_available
 from lbpair.health import NodeReport, PairHealth
 from lbpair.model.status import (
+    MAX_BACKEND_STATUSES,
     MAX_VRRP_INSTANCES,
     AttachedStatus,
     Condition,
@@ -25,7 +27,15 @@ from lbpair.model.status import (
     VrrpState,
     find_condition,
 )
+from lbpair.nodes.backend_probe import (
+    BackendChange,
+    BackendTarget,
+    NodeProbes,
+    backend_changes,
+    backend_statuses,
+)
 from lbpair.nodes.observe import NginxWatchState, VrrpInstanceState
+from lbpair.render.model import Upstream
 
 
 def with_transitions(
@@ -205,9 +215,9 @@ def attached_status(
     at: str,
     expiry: ExpiryCheck,
 ) -> AttachedStatus:
-    """Accepted (valid, attached, references resolve) and Programmed (live on every node); for a TLS
-    VirtualHost that builds, its certificate with CertificateValid and CertificateExpiring (as of
-    `expiry`)."""
+    """Accepted (valid, attached, references resolve) and Programmed (live on every node); for an Upstream
+    that follows a Service, BackendsAvailable (it has a ready endpoint); for a TLS VirtualHost that builds,
+    its certificate with CertificateValid and CertificateExpiring (as of `expiry`)."""
     key_problems, generation = build.problems_of(item.key), item.generation
     programmed_on = sorted(node.name for node in health.nodes if node.programmed)
     live = included and len(programmed_on) == len(health.nodes)
@@ -221,6 +231,9 @@ def attached_status(
             f"live on {', '.join(programmed_on)}" if live else "not live on every node yet",
         ),
     ]
+    upstream = build.upstreams_by_key.get(item.key)
+    if upstream is not None and upstream.service:
+        conditions.append(("BackendsAvailable", *backends_available(upstream)))
     programmed_on = programmed_on if included else []
     status_type = VirtualHostStatus if item.key.kind == "VirtualHost" else AttachedStatus
     certificate = build.certificates.get(item.key)
@@ -261,3 +274,23 @@ def _unchanged(
         and [(c.type, c.status, c.reason, c.message, c.observed_generation) for c in previous.conditions]
         == [(kind, str(holds), reason, message, generation) for kind, holds, reason, message in conditions]
     )
+
+
+def with_backends(
+    status: AttachedStatus,
+    upstream: Upstream | None,
+    probes: NodeProbes,
+    *,
+    nodes: Sequence[str],
+    previous: AttachedStatus | None,
+    at: str,
+) -> tuple[AttachedStatus, list[BackendChange]]:
+    """An Upstream's status with each server's reachability from each node (status.backends), and what
+    changed since `previous`. An Upstream left out keeps no backends."""
+    before = (previous.backends if previous else None) or []
+    if upstream is None:
+        return status.model_copy(update={"backends": None}), []
+    path = upstream.health_path or ""
+    servers = sorted({BackendTarget(server.address, server.port, path) for server in upstream.servers})
+    backends = backend_statuses(servers[:MAX_BACKEND_STATUSES], probes, nodes, before, at)
+    return status.model_copy(update={"backends": backends}), backend_changes(before, backends)

@@ -26,6 +26,7 @@ CASES = {
     "active-active": ("active-active.yaml",),
     "tls": ("seed-tutorial.yaml", "tls-virtualhost.yaml"),
     "firewall": ("seed-tutorial.yaml",),
+    "service": ("seed-tutorial.yaml", "service-upstream.yaml"),
 }
 # Cases that are a sample with fields set, as a user would edit it.
 FIREWALL = {

@@ -219,6 +219,12 @@ ADDITIONS = (
     ),
     Addition("seed-tutorial.yaml", "Upstream", "lb-www", {"spec.pairRef.namespace": "demo"}),
     Addition(
+        "service-upstream.yaml",
+        "Upstream",
+        "web",
+        {"spec.serviceRef": {"name": "web", "portName": "http"}, "spec.healthPath": "/healthz"},
+    ),
+    Addition(
         "seed-tutorial.yaml",
         "VirtualHost",
         "dev",
@@ -556,6 +562,25 @@ INVALID_VARIANTS = (
         "lb-www",
         {"spec.servers[0].backup": True},
         "spec.servers",
+    ),
+    InvalidVariant(
+        "servers and serviceRef",
+        SEED,
+        "Upstream",
+        "lb-www",
+        {"spec.serviceRef": {"name": "web", "port": 80}},
+        "spec.serviceRef",
+    ),
+    InvalidVariant(
+        "neither servers nor serviceRef", SEED, "Upstream", "lb-www", {}, "spec.serviceRef", ("spec.servers",)
+    ),
+    InvalidVariant(
+        "serviceRef port and portName",
+        "service-upstream.yaml",
+        "Upstream",
+        "web",
+        {"spec.serviceRef.portName": "http"},
+        "spec.serviceRef.port",
     ),
     InvalidVariant(
         "Hash without hashKey", SEED, "Upstream", "lb-www", {"spec.method": "Hash"}, "spec.hashKey"

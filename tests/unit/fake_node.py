@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 
 from lbpair.model.files import ManagedFile
+from lbpair.nodes.backend_probe import BackendTarget
 from lbpair.nodes.client import NodeError, NodeUnreachableError
 from lbpair.nodes.drill import VipSample
 from lbpair.nodes.layout import NodeLayout
@@ -60,6 +61,8 @@ class FakeNode:
     watches: list[list[VipSample]] = field(default_factory=list)
     """What each next watch_vip reports (a drill's view of keepalived moving the VIP), in order."""
     clock: float = 1_000.0  # the node's clock as set_maintenance reports it
+    unreachable_backends: set[str] = field(default_factory=set)
+    """Backends ("ADDRESS:PORT") the node cannot connect to; every other one answers."""
     _staged_manifest: dict[str, str] = field(default_factory=dict)
     _backup: tuple[dict[str, ManagedFile], dict[str, str]] | None = None
     _absent: set[str] = field(default_factory=set)
@@ -212,6 +215,10 @@ class FakeNode:
             else None
             for path in paths
         }
+
+    def probe_backends(self, targets: Iterable[BackendTarget]) -> dict[BackendTarget, bool]:
+        self._call("probe_backends")
+        return {target: str(target) not in self.unreachable_backends for target in targets}
 
     def uninstall(self) -> None:
         self._call("uninstall")

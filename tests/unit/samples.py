@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from lbpair.build import PairBuild, PairRejected, PairResources, build_pair
+from lbpair.build.services import ServiceView, service_view_fields, slice_service, slice_view_fields
 from lbpair.model.common import ObjectRef
 from lbpair.model.secret import TLS_SECRET_TYPE, HeldSecret
 
@@ -36,6 +37,26 @@ def sample_documents(*names: str) -> list[dict[str, Any]]:
                 document["metadata"]["namespace"] = NAMESPACE
                 documents.append(document)
     return documents
+
+
+def sample_services(*names: str) -> dict[ObjectRef, ServiceView]:
+    """The Services of the named sample files with their EndpointSlices, placed in NAMESPACE, as the
+    operator's indexes hold them (lbpair.build.services)."""
+    documents = [document for name in names for document in yaml.safe_load_all((SAMPLES / name).read_text())]
+    slices: dict[ObjectRef, list[dict[str, Any]]] = {}
+    for document in documents:
+        if document["kind"] == "EndpointSlice":
+            service = slice_service(NAMESPACE, document["metadata"].get("labels") or {})
+            assert service is not None, document
+            slices.setdefault(service, []).append(slice_view_fields(document))
+    return {
+        ObjectRef(NAMESPACE, document["metadata"]["name"]): ServiceView(
+            ports=service_view_fields(document["spec"]),
+            slices=tuple(slices.get(ObjectRef(NAMESPACE, document["metadata"]["name"]), [])),
+        )
+        for document in documents
+        if document["kind"] == "Service"
+    }
 
 
 def secret_data(**values: str) -> dict[str, str]:
@@ -74,6 +95,8 @@ class Sample:
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     dns: dict[str, list[str]] = field(default_factory=dict)
     """What backend host names resolve to (a fake DNS); a name not here does not resolve."""
+    services: dict[ObjectRef, ServiceView] = field(default_factory=dict)
+    """The Services (with their EndpointSlices) Upstreams may follow."""
 
     def resolve(self, name: str) -> list[str]:
         return self.dns.get(name, [])
@@ -86,6 +109,7 @@ class Sample:
             secrets=self.secret_lookup,
             namespace_labels=self.namespace_labels.get,
             resolve=self.resolve,
+            services=self.services.get,
         )
 
     def secret_lookup(self, reference: ObjectRef, key: str) -> HeldSecret | None:
@@ -118,4 +142,5 @@ def sample(*names: str) -> Sample:
         pair=pair,
         upstreams=[d for d in documents if d["kind"] == "Upstream"],
         virtual_hosts=[d for d in documents if d["kind"] == "VirtualHost"],
+        services=sample_services(*names),
     )

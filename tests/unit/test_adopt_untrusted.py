@@ -50,7 +50,7 @@ def test_refused_values_are_left_out_and_named_and_the_rest_applies() -> None:
     documents, notes = import_with(HOSTILE_SERVER)
 
     upstream = parse_upstream(named(documents, "Upstream", "pool")).spec
-    assert [(s.address, s.fail_timeout) for s in upstream.servers] == [
+    assert [(s.address, s.fail_timeout) for s in upstream.servers or []] == [
         ("198.18.0.11", "10s"),
         ("198.18.0.12", "10s"),
     ]

@@ -97,6 +97,11 @@ class PairBuild:
     def problems_of(self, key: ObjectKey) -> list[str]:
         return self._problems_by_object.get(key, [])
 
+    @functools.cached_property
+    def upstreams_by_key(self) -> dict[ObjectKey, Upstream]:
+        """The built (included) Upstreams by their object's key."""
+        return {upstream.source: upstream for upstream in self.state.upstreams}
+
     def render(self) -> dict[str, RenderedNode]:
         """Each node's files (lbpair.render.render_pair), re-rendering only what changed since the pair's
         last render."""
@@ -274,7 +279,7 @@ def _build_pair(
         built_upstream = cache.upstreams.build(
             key,
             upstream_spec,
-            Reads(secrets, backends, {}, {}),
+            Reads(secrets, backends, {}, {}, resources.services),
             functools.partial(upstream, spec, key, upstream_spec.spec),
         )
         if isinstance(built_upstream, Upstream):

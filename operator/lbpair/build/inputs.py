@@ -4,8 +4,8 @@ of objects again.
 
 A build is a pure function of the objects' specs (known by uid and metadata.generation, as in
 ParseCache), the objects left out, and the answers of the lookups it makes through PairResources
-(Secrets, namespace labels, DNS). The lookups are logged with their answers and asked again on the next
-pass: the same answers and versions mean the same build.
+(Secrets, namespace labels, DNS, Services with their EndpointSlices). The lookups are logged with their
+answers and asked again on the next pass: the same answers and versions mean the same build.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lbpair.build.resources import PairResources, generation_of, object_key
+from lbpair.build.services import ServiceView
 from lbpair.model.common import ObjectRef
 from lbpair.model.secret import HeldSecret
 from lbpair.render.model import ObjectKey
@@ -60,8 +61,13 @@ def recording(resources: PairResources) -> tuple[PairResources, Lookups]:
         logged["resolve", (name,)] = tuple(answer)
         return answer
 
+    def services(reference: ObjectRef) -> ServiceView | None:
+        answer = resources.services(reference)
+        logged["services", (reference,)] = answer
+        return answer
+
     recorded = dataclasses.replace(
-        resources, secrets=secrets, namespace_labels=namespace_labels, resolve=resolve
+        resources, secrets=secrets, namespace_labels=namespace_labels, resolve=resolve, services=services
     )
     return recorded, logged
 
@@ -73,6 +79,7 @@ def answers_as_logged(resources: PairResources, logged: Lookups) -> bool:
         "secrets": recorded.secrets,
         "namespace_labels": recorded.namespace_labels,
         "resolve": recorded.resolve,
+        "services": recorded.services,
     }
     for (lookup, arguments), answer in logged.items():
         lookups[lookup](*arguments)

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from lbpair.build.backends import BackendRefused, Backends
-from lbpair.build.resources import SecretReader, SecretUnusable
+from lbpair.build.resources import SecretReader, SecretUnusable, ServiceLookup, no_services
+from lbpair.build.services import ServiceView
+from lbpair.model.common import ObjectRef
 from lbpair.model.pair import LoadBalancerPair
 from lbpair.model.secret import TLS_SECRET_TYPE
 from lbpair.render.model import ObjectKey, Upstream
@@ -29,13 +31,14 @@ ReadLog = list[tuple[str, tuple[str, ...], Answer]]
 
 @dataclass
 class Reads:
-    """The reads one VirtualHost's build makes, each logged with its answer."""
+    """The reads one Upstream's or VirtualHost's build makes, each logged with its answer."""
 
     secrets: SecretReader
     backends: Backends
     upstreams: Mapping[tuple[str, str], Upstream]
     rejected_upstreams: Mapping[tuple[str, str], str]
     """Upstreams of this pair that are left out, with why."""
+    services: ServiceLookup = no_services
     log: ReadLog = field(default_factory=list)
 
     def tls_text(self, namespace: str, name: str, key: str) -> str:
@@ -49,6 +52,10 @@ class Reads:
     def addresses(self, host: str) -> list[str]:
         """The allowed addresses `host` stands for (Backends.addresses)."""
         return self._logged("addresses", (host,), lambda: self.backends.addresses(host))
+
+    def service(self, namespace: str, name: str) -> ServiceView | None:
+        """A Service's ports and EndpointSlices (PairResources.services)."""
+        return self._logged("service", (namespace, name), lambda: self.services(ObjectRef(namespace, name)))
 
     def upstream(self, namespace: str, name: str) -> Upstream | str | None:
         """The pair's built Upstream of that name, or why it is left out, or None when there is none."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lbpair.build.services import ServiceView
 from lbpair.model import SECRET_SELECTOR
 from lbpair.model.common import ObjectRef
 from lbpair.model.secret import HeldSecret
@@ -20,13 +21,20 @@ LabelLookup = Callable[[str], Mapping[str, str] | None]
 """A namespace's labels by name; None if there is no such namespace."""
 NameResolver = Callable[[str], Sequence[str]]
 """The IPv4 addresses a DNS name resolves to, in a stable order; empty when it does not resolve."""
+ServiceLookup = Callable[[ObjectRef], ServiceView | None]
+"""A Service's ports and EndpointSlices by namespace and name; None if there is no such Service."""
+
+
+def no_services(_: ObjectRef) -> ServiceView | None:
+    """The ServiceLookup of a build that sees no Services (e.g. tests of the other kinds)."""
+    return None
 
 
 @dataclass(frozen=True)
 class PairResources:
     """Everything a build of one pair reads, as the API holds it: the pair, the Upstreams and VirtualHosts
-    whose pairRef names it (valid or not), read-only views of Secrets and namespace labels, and the DNS
-    resolver for backend host names."""
+    whose pairRef names it (valid or not), read-only views of Secrets, namespace labels and Services
+    (with their EndpointSlices), and the DNS resolver for backend host names."""
 
     pair: Mapping[str, Any]
     upstreams: Sequence[Mapping[str, Any]]
@@ -34,6 +42,7 @@ class PairResources:
     secrets: SecretLookup
     namespace_labels: LabelLookup
     resolve: NameResolver
+    services: ServiceLookup = no_services
 
     def attached_by_key(self) -> dict[ObjectKey, Mapping[str, Any]]:
         """Every attached object's body by its key."""

@@ -1,5 +1,5 @@
-"""Upstream specs → render-model upstreams, with each server's host resolved and checked against the
-pair's backend boundaries."""
+"""Upstream specs → render-model upstreams, with each server's host resolved (or taken from the ready
+endpoints of a Service) and checked against the pair's backend boundaries."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import re
 from lbpair.build.backends import BackendRefused
 from lbpair.build.problems import Problem
 from lbpair.build.reads import Reads
+from lbpair.build.services import ServiceUnusable, ready_endpoints, unavailable_listen
 from lbpair.model.pair import PairSpec
-from lbpair.model.upstream import UpstreamSpec
+from lbpair.model.upstream import ServiceRef, UpstreamSpec
 from lbpair.render.model import Balancing, BalancingMethod, ObjectKey, Upstream, UpstreamServer
 
 # Kubernetes names are DNS-1123 and `_` appears in neither names nor namespaces, so `<ns>_<name>` is
@@ -35,10 +36,41 @@ def upstream(
     pair_spec: PairSpec, key: ObjectKey, spec: UpstreamSpec, reads: Reads
 ) -> Upstream | list[Problem]:
     """The render-model upstream: one nginx server per address a server's host stands for, with the
-    server's weight and flags; or, when a host does not resolve or is not allowed, the problems."""
+    server's weight and flags, or per ready endpoint of the Service it follows; or, when a host does not
+    resolve, an address is not allowed or the Service cannot be used, the problems."""
+    if spec.service_ref is None:
+        servers, problems = _typed_servers(spec, key, reads)
+    else:
+        servers, problems = _service_servers(spec.service_ref, key, reads)
+    if problems:
+        return problems
+    stem = safe_stem(key.namespace, key.name)
+    hash_key = spec.hash_key
+    return Upstream(
+        source=key,
+        path=f"{pair_spec.node_profile.nginx_managed_dir}/upstream_{stem}.conf",
+        name=stem,
+        balancing=Balancing(
+            method=METHODS[spec.method],
+            hash_variable=hash_key.variable if hash_key else None,
+            consistent=hash_key.consistent if hash_key else False,
+        ),
+        keepalive=spec.keepalive,
+        servers=servers,
+        service=f"{key.namespace}/{spec.service_ref.name}" if spec.service_ref else None,
+        health_path=spec.health_path,
+        unavailable_listen=(
+            None if servers else unavailable_listen(stem, pair_spec.node_profile.nginx_status_port)
+        ),
+    )
+
+
+def _typed_servers(
+    spec: UpstreamSpec, key: ObjectKey, reads: Reads
+) -> tuple[list[UpstreamServer], list[Problem]]:
     servers: list[UpstreamServer] = []
     problems: list[Problem] = []
-    for index, server in enumerate(spec.servers):
+    for index, server in enumerate(spec.servers or ()):
         try:
             addresses = reads.addresses(server.address)
         except BackendRefused as refused:
@@ -57,19 +89,27 @@ def upstream(
             )
             for address in addresses
         )
-    if problems:
-        return problems
-    stem = safe_stem(key.namespace, key.name)
-    hash_key = spec.hash_key
-    return Upstream(
-        source=key,
-        path=f"{pair_spec.node_profile.nginx_managed_dir}/upstream_{stem}.conf",
-        name=stem,
-        balancing=Balancing(
-            method=METHODS[spec.method],
-            hash_variable=hash_key.variable if hash_key else None,
-            consistent=hash_key.consistent if hash_key else False,
-        ),
-        keepalive=spec.keepalive,
-        servers=servers,
-    )
+    return servers, problems
+
+
+def _service_servers(
+    reference: ServiceRef, key: ObjectKey, reads: Reads
+) -> tuple[list[UpstreamServer], list[Problem]]:
+    """A server per ready endpoint, each address held to the pair's boundaries like a typed one: a Service
+    whose endpoints include an address the pair does not allow refuses the Upstream whole."""
+    try:
+        endpoints = ready_endpoints(reads.service(key.namespace, reference.name), reference)
+    except ServiceUnusable as unusable:
+        return [], [Problem(key, "spec.serviceRef", str(unusable))]
+    problems: list[Problem] = []
+    for address, _ in endpoints:
+        try:
+            reads.addresses(address)
+        except BackendRefused as refused:
+            message = f"Service {reference.name} has endpoint {refused}"
+            problems.append(Problem(key, "spec.serviceRef", message))
+    servers = [
+        UpstreamServer(address=address, port=port, weight=1, max_fails=1, fail_timeout="10s")
+        for address, port in endpoints
+    ]
+    return servers, problems

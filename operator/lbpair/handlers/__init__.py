@@ -31,6 +31,13 @@ from typing import Any, cast
 import kopf
 
 from lbpair.build import PairResources
+from lbpair.build.services import (
+    ServiceView,
+    followed_service,
+    service_view_fields,
+    slice_service,
+    slice_view_fields,
+)
 from lbpair.config import OperatorConfig
 from lbpair.drill import DRILL_ANNOTATION
 from lbpair.handlers.leadership import Leadership
@@ -103,6 +110,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.wakeups = Wakeups()
     memo.generations = LastSeen()  # attached objects' metadata.generation: bumped on spec changes only
     memo.namespace_labels_seen = LastSeen()
+    memo.services_seen = LastSeen()  # what builds read of Services and EndpointSlices
     memo.drill_tokens = {}
     loop = asyncio.get_running_loop()
 
@@ -148,6 +156,26 @@ def virtualhosts_by_pair(
     return {attached_pair(namespace or "", spec): dict(body)}
 
 
+@kopf.index(GROUP, VERSION, "upstreams", id="upstreams_by_service")
+def upstreams_by_service(namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[ObjectRef, Any] | None:
+    """The pairs of the Upstreams that follow each Service (spec.serviceRef)."""
+    service = followed_service(namespace or "", spec)
+    return {service: attached_pair(namespace or "", spec)} if service else None
+
+
+@kopf.index("", "v1", "services", id="services_by_name")
+def services_by_name(namespace: str | None, name: str | None, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    return {ObjectRef(namespace or "", name or ""): service_view_fields(spec)}
+
+
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", id="endpointslices_by_service")
+def endpointslices_by_service(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[ObjectRef, Any] | None:
+    service = slice_service(namespace or "", labels)
+    return {service: slice_view_fields(body)} if service else None
+
+
 @kopf.index("", "v1", "namespaces", id="namespace_labels")
 def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     return {name: dict(labels)}
@@ -189,6 +217,33 @@ async def attached_changed(
     generation = int(meta.get("generation") or 0)
     if memo.generations.changed(key, generation, deleted=type == "DELETED"):
         memo.wakeups.wake(attached_pair(namespace or "", spec))
+
+
+@kopf.on.event("", "v1", "services", id="service-changed")
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", id="endpointslice-changed")
+async def service_changed(
+    *,
+    body: kopf.Body,
+    resource: kopf.Resource,
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    spec: kopf.Spec,
+    type: str | None,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """A Service or EndpointSlice change wakes the pairs of the Upstreams that follow the Service, as an
+    edit of those Upstreams would; one that changes nothing a build reads wakes none."""
+    if resource.plural == "services":
+        service: ObjectRef | None = ObjectRef(namespace or "", name or "")
+        seen: object = service_view_fields(spec)
+    else:
+        service, seen = slice_service(namespace or "", labels), slice_view_fields(body)
+    key = (resource.plural, namespace or "", name or "")
+    if service and memo.services_seen.changed(key, seen, deleted=type == "DELETED"):
+        for pair in set(Indexes(kwargs).values("upstreams_by_service", service)):
+            memo.wakeups.wake(pair)
 
 
 @kopf.on.event(GROUP, VERSION, "loadbalancerpairs", id="drill-requested")
@@ -242,6 +297,7 @@ async def converge(
                 secrets=memo.secrets.store.lookup,
                 namespace_labels=indexes.lookup("namespace_labels"),
                 resolve=memo.resolver,
+                services=service_lookup(indexes),
             )
             events = await loop.run_in_executor(memo.pair_threads, memo.reconciler.run_pass, resources)
             memo.metrics.events_posted(key, events)
@@ -260,6 +316,20 @@ async def converge(
                 await _wait_for_quiet(wakeup, memo.config)
     finally:
         memo.wakeups.forget(key)
+
+
+def service_lookup(indexes: Indexes) -> Callable[[ObjectRef], ServiceView | None]:
+    """A Service's ports and EndpointSlices from the indexes (PairResources.services)."""
+    services = indexes.lookup("services_by_name")
+
+    def lookup(service: ObjectRef) -> ServiceView | None:
+        ports = services(service)
+        if ports is None:
+            return None
+        slices = sorted(indexes.values("endpointslices_by_service", service), key=lambda s: str(s["name"]))
+        return ServiceView(ports=ports, slices=tuple(slices))
+
+    return lookup
 
 
 class Indexes:

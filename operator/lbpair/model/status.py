@@ -237,6 +237,31 @@ class PairStatus(StatusModel):
     """Operator framework bookkeeping."""
 
 
+class BackendNodeStatus(StatusModel):
+    """One backend server as one LB node sees it."""
+
+    name: Annotated[str, Field(max_length=63)]
+    """The node."""
+    reachable: bool
+    """The node opened a TCP connection to the server within a second, at its last probe."""
+    last_transition_time: Timestamp
+    """When reachable last changed (or was first observed)."""
+
+
+class BackendStatus(StatusModel):
+    """One server of an Upstream, probed from each LB node on the probe interval."""
+
+    address: Annotated[str, Field(max_length=15)]
+    """IPv4 address (a host name's address, or a Service endpoint's)."""
+    port: int
+    """Port."""
+    nodes: Annotated[list[BackendNodeStatus], Field(max_length=2)] = Field(default_factory=list)
+    """Per LB node: reachable or not, and since when."""
+
+
+MAX_BACKEND_STATUSES = 256
+
+
 class AttachedStatus(StatusModel):
     """Observed state of an Upstream or VirtualHost."""
 
@@ -249,7 +274,11 @@ class AttachedStatus(StatusModel):
     )
     """Nodes whose live configuration includes this object."""
     conditions: Conditions = Field(default_factory=list)
-    """Programmed (in the live configuration of every node), Accepted (valid and attached)."""
+    """Programmed (in the live configuration of every node), Accepted (valid and attached), and on an
+    Upstream with spec.serviceRef BackendsAvailable (the Service has a ready endpoint)."""
+    backends: Annotated[list[BackendStatus], Field(max_length=MAX_BACKEND_STATUSES)] | None = None
+    """Upstreams only: each server (the first 256 by address and port), reachable from each LB node or
+    not; an event on the Upstream when one goes down or comes back from a node's point of view."""
     kopf: dict[str, Any] | None = None
     """Operator framework bookkeeping."""
 

@@ -504,10 +504,56 @@ watch_vip() {
     done
 }
 
+# probe-backends TIMEOUT BUDGET TARGET...: "TARGET up|down" for each backend, from this node (bash
+# /dev/tcp), all at once, each within TIMEOUT seconds; whatever has not answered after BUDGET seconds is
+# left out (the operator counts it down). TARGET is ADDRESS:PORT (up: a TCP connect) or ADDRESS:PORT/PATH
+# (up: GET /PATH answers 2xx or 3xx), IPv4 addresses, ports and allow-listed paths from the operator's
+# validated build.
+probe_backends() {
+    connect_timeout=$1 budget=$2
+    shift 2
+    results=$(mktemp -d) pids= n=0
+    for target in "$@"; do
+        n=$((n + 1))
+        (
+            if timeout "$connect_timeout" bash -c '
+                server=${1%%/*} path=
+                case $1 in */*) path=/${1#*/} ;; esac
+                exec 3<>"/dev/tcp/${server%:*}/${server##*:}" || exit 1
+                [ -n "$path" ] || exit 0
+                printf "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: lbpair-probe\r\n\r\n" "$path" "${server%:*}" >&3
+                IFS=" " read -r _ code _ <&3
+                case $code in [23][0-9][0-9]) exit 0 ;; esac
+                exit 1' _ "$target" </dev/null >/dev/null 2>&1 9>&-; then
+                echo "$target up"
+            else
+                echo "$target down"
+            fi >"$results/$n"
+        ) 9>&- &
+        pids="$pids $!"
+    done
+    deadline=$(($(date +%s) + budget))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        pending=
+        for pid in $pids; do
+            if kill -0 "$pid" 2>/dev/null; then pending=1; fi
+        done
+        [ -n "$pending" ] || break
+        sleep 0.05
+    done
+    cat "$results"/* 2>/dev/null || true
+    rm -rf "$results"
+}
+
 case $command in
 # Reads no state and is polled while a rollout verifies: it takes no lock.
 served-hash)
     served_hash "$@"
+    exit
+    ;;
+# Reads no state (it connects out to the backends): it must not wait behind a rollout.
+probe-backends)
+    probe_backends "$@"
     exit
     ;;
 # Runs while the drill changes the nodes: it must not wait for their lock.

@@ -8,11 +8,12 @@ restore on failure, on the node itself), claim, uninstall.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol
 
 from lbpair.model.files import ManagedFile
+from lbpair.nodes.backend_probe import BackendTarget, probe_backends
 from lbpair.nodes.client import CommandResult, NodeClient
 from lbpair.nodes.drill import VipSample, apply_maintenance, observe_vip_change
 from lbpair.nodes.layout import NodeLayout
@@ -74,6 +75,10 @@ class Node(Protocol):
 
     def watch_vip(self, address: str, seconds: int) -> list[VipSample]:
         """Whether the node holds `address` now and when that first changes, by the node's clock."""
+        ...
+
+    def probe_backends(self, targets: Iterable[BackendTarget]) -> dict[BackendTarget, bool]:
+        """Whether the node can open a TCP connection to each backend (bounded: see backend_probe)."""
         ...
 
 
@@ -146,6 +151,9 @@ class AgentNode:
 
     def watch_vip(self, address: str, seconds: int) -> list[VipSample]:
         return observe_vip_change(self.client, address, seconds)
+
+    def probe_backends(self, targets: Iterable[BackendTarget]) -> dict[BackendTarget, bool]:
+        return probe_backends(self.client, targets)
 
 
 class AgentNodes:

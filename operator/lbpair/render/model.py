@@ -164,6 +164,13 @@ class Upstream:
     balancing: Balancing
     keepalive: int | None
     servers: list[UpstreamServer]
+    service: str | None = None
+    """`namespace/name` of the Service whose ready endpoints are the servers, if they come from one."""
+    health_path: str | None = None
+    """Not rendered: the HTTP path the nodes' backend probe GETs on each server (None: TCP connect)."""
+    unavailable_listen: str | None = None
+    """With no servers (a Service with no ready endpoint): the loopback address:port of a server of its
+    own on which nginx answers 503, the upstream's only server (nginx refuses an upstream with none)."""
 
 
 @dataclass(frozen=True)
