@@ -151,7 +151,7 @@ def test_an_unchanged_preview_is_not_made_nor_published_again(world: PausedWorld
 
     assert events == []
     assert world.config_maps.writes == writes
-    assert world.lb2.calls[calls:] == ["observe"]
+    assert world.lb2.calls[calls:] == ["observe", "probe_backends"]  # no stage, no validation
 
 
 def test_secrets_never_reach_the_preview() -> None:
