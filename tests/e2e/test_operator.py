@@ -448,7 +448,8 @@ def test_unreachable_node_is_reported_the_other_is_still_reconciled_and_it_recov
         deployment.lab.power_on("lb2")
     deployment.wait_ready(timeout=90)
     assert be1 not in deployment.node_file("lb2", upstream_file)
-    assert deployment.events("NodeRecovered")
+    # The pass's events are posted after its status writes (and the backend probes between them).
+    wait_for(lambda: deployment.events("NodeRecovered"), timeout=30, what="a NodeRecovered event")
 
 
 def test_a_changed_secret_is_rendered_onto_the_nodes(deployment: Deployment) -> None:
