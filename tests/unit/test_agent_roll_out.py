@@ -248,6 +248,18 @@ def test_nginx_not_serving_the_new_config_is_rolled_back_on_the_node(sandbox: Sa
     assert not (sandbox.node.state / "live").exists()
 
 
+def test_nginx_not_answering_at_all_fails_with_one_message_not_one_per_poll(sandbox: Sandbox) -> None:
+    sandbox.master.send_signal(signal.SIGKILL)  # nothing listens on the status port any more
+    sandbox.master.wait()
+
+    result = sandbox.roll_out(activation("other", "nginx", swap=False, verify_timeout=0.3))
+
+    assert result.returncode == RESTORE_FAILED_STATUS
+    stderr = result.stderr.decode()
+    assert "nginx does not serve the new config after reload (serves 'nothing', expected other)" in stderr
+    assert "refused" not in stderr  # the ~15 polls' connection errors stay out of the status message
+
+
 def test_keepalived_not_running_after_the_reload_is_rolled_back_on_the_node(sandbox: Sandbox) -> None:
     sandbox.node.stage(
         {"etc/nginx/nginx.conf": "v2", "etc/keepalived/keepalived.conf": "k1"}, {"etc/nginx/nginx.conf"}

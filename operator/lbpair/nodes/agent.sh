@@ -341,9 +341,10 @@ stop() {
 }
 
 # served-hash PORT: what the node's nginx says its live config hash is (bash for /dev/tcp; no curl needed).
+# Connection errors are not printed: verify polls it every 20 ms, and its failure says what was served.
 served_hash() {
     bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET /lbpair/config-hash HTTP/1.0\r\n\r\n" >&3 && cat <&3' \
-        _ "$1" </dev/null | head -c 65536 | tail -n 1
+        _ "$1" </dev/null 2>/dev/null | head -c 65536 | tail -n 1
 }
 
 # read-files PATH...: "PATH BASE64" with the content (its first MiB) of each PATH the manifest names with a
