@@ -513,10 +513,11 @@ watch_vip() {
 probe_backends() {
     connect_timeout=$1 budget=$2
     shift 2
-    results=$(mktemp -d) pids= n=0
+    results=$(mktemp -d) pids='' n=0
     for target in "$@"; do
         n=$((n + 1))
         (
+            # shellcheck disable=SC2016 # expanded by the inner bash
             if timeout "$connect_timeout" bash -c '
                 server=${1%%/*} path=
                 case $1 in */*) path=/${1#*/} ;; esac
