@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 
 from testbed.cluster import REPO_ROOT
+from testbed.images import IMAGE_SCRIPT, build_operator_image
 
 pytestmark = pytest.mark.e2e
 
-IMAGE_SCRIPT = REPO_ROOT / "hack" / "image.sh"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-BUILD_TIMEOUT_SECONDS = 1800
 NON_ROOT_UID = "65532"  # the Dockerfile's USER; the chart's pod runs with runAsNonRoot
 LIST_DISTRIBUTIONS = (
     "import importlib.metadata as m; print('\\n'.join(f'{d.name}=={d.version}' for d in m.distributions()))"
@@ -39,11 +38,7 @@ def buildah(*args: str, timeout: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    built = subprocess.run(
-        [str(IMAGE_SCRIPT)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    return built.stdout.strip().splitlines()[-1]
+    return build_operator_image()
 
 
 @pytest.fixture(scope="module")
