@@ -194,14 +194,13 @@ class Reconciler:
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
         self._write_pair_status(key, memory, pair)
-        probes = probe_backends(nodes, rollout.reports, build)
         written, attached_events = self._write_attached_statuses(
             build,
             health=health,
             resources=resources,
             memory=memory,
             moment=moment,
-            backends=(list(nodes), probes),
+            backends=(list(nodes), lambda: probe_backends(nodes, rollout.reports, build)),
         )
         events += attached_events
         self._metrics.services_reloaded(key, rollout.reloads)
@@ -227,17 +226,19 @@ class Reconciler:
         resources: PairResources,
         memory: PairMemory,
         moment: datetime.datetime,
-        backends: tuple[list[str], dict[str, dict[BackendTarget, bool]]],
+        backends: tuple[list[str], Callable[[], dict[str, dict[BackendTarget, bool]]]],
     ) -> tuple[int, list[Event]]:
         """Each attached object's status, written only when its own content changed; returns how many
         were written and their events (refusals, certificate trouble, backends down or back per node, as
-        the pair's nodes' probes saw them: `backends`)."""
-        node_names, probes = backends
+        the pair's nodes' probes see them: `backends` = node names and the probe, run once, after every
+        VirtualHost's status is written, so that no VirtualHost's Programmed waits on a backend's timeout)."""
+        node_names, probe = backends
+        probes: dict[str, dict[BackendTarget, bool]] | None = None
         now = timestamp(moment)
         written, events, included = 0, list[Event](), set(build.state.included)
         expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
         bodies = resources.attached_by_key()
-        for item in build.attached:
+        for item in sorted(build.attached, key=lambda item: item.key.kind == "Upstream"):
             previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
             status = attached_status(
                 build, health, item, included=item.key in included, previous=previous, at=now, expiry=expiry
@@ -245,6 +246,7 @@ class Reconciler:
             events += attached_rejection_event(item.key, previous, status)
             events += certificate_events(item.key, previous, status)
             if item.key.kind == "Upstream":
+                probes = probe() if probes is None else probes
                 upstream = build.upstreams_by_key.get(item.key)
                 status, changes = with_backends(
                     status, upstream, probes, nodes=node_names, previous=previous, at=now

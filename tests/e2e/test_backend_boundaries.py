@@ -128,6 +128,10 @@ def test_unresolvable_name_is_refused_alone_and_another_tenants_edit_goes_live(t
     assert nowhere["message"] == (
         "spec.servers[0].address: backend.lbpair-test.invalid does not resolve (to an IPv4 address)"
     )
-    programmed = tenants.condition("virtualhosts", "tenant-b", "Programmed")
-    assert programmed["status"] == "True", programmed
+    # Its status is written right after the rollout that made it answer (as `kubectl wait` would see).
+    wait_for(
+        lambda: tenants.condition("virtualhosts", "tenant-b", "Programmed").get("status") == "True",
+        timeout=10,
+        what="tenant B's VirtualHost Programmed",
+    )
     assert tenants.served("www.example.com")

@@ -8,7 +8,7 @@ import http.server
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -166,3 +166,25 @@ def test_an_upstream_health_path_is_what_the_nodes_probe() -> None:
         "198.18.0.11:80": {"lb1": True, "lb2": True},
         "198.18.0.12:80": {"lb1": True, "lb2": False},
     }
+
+
+def test_virtual_hosts_statuses_are_written_before_the_backends_are_probed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A VirtualHost's Programmed must not wait for a backend probe (up to its timeout on a blackholed
+    server): the probe runs after every VirtualHost's status is written, before the Upstreams'."""
+    world = make_world()
+    written_when_probed: list[str] = []
+    probe = world.lb1.probe_backends
+
+    def probe_recording_writes(targets: Iterable[BackendTarget]) -> dict[BackendTarget, bool]:
+        written_when_probed.extend(plural for plural, _, _ in world.sink.writes)
+        return probe(targets)
+
+    monkeypatch.setattr(world.lb1, "probe_backends", probe_recording_writes)
+    world.run_pass()
+
+    virtual_hosts = [name for plural, name, _ in world.sink.writes if plural == "virtualhosts"]
+    assert virtual_hosts
+    assert written_when_probed.count("virtualhosts") == len(virtual_hosts)
+    assert "upstreams" not in written_when_probed
