@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lbpair.build import (
@@ -26,7 +25,6 @@ from lbpair.build import (
     build_pair,
     pair_access,
 )
-from lbpair.build.certificates import ExpiryCheck
 from lbpair.build.resources import SecretLookup
 from lbpair.build.router_ids import CONDITION as ROUTER_ID_CONFLICT
 from lbpair.build.router_ids import RouterIdClaim, router_id_condition
@@ -37,34 +35,23 @@ from lbpair.drill import Drill
 from lbpair.events import (
     Event,
     PairObservation,
-    attached_rejection_event,
-    backend_events,
-    certificate_events,
-    rejection_event,
     transition_events,
     trouble_events,
 )
-from lbpair.health import NodeReport, PairHealth, assess_pair
+from lbpair.health import assess_pair
 from lbpair.isolated_rollout import IsolatingRollout
 from lbpair.memory import PairMemory
 from lbpair.model.common import ObjectRef
 from lbpair.model.status import PairStatus, find_condition, timestamp
-from lbpair.nodes.backend_probe import BackendTarget
-from lbpair.nodes.client import NodeError
 from lbpair.nodes.node import Node, NodeFactory
 from lbpair.nodes.ssh import SSHTarget
 from lbpair.preview import Previewer, PreviewSink
 from lbpair.sinks import PassRecorder, StatusSink
 from lbpair.status import (
-    attached_status,
-    attached_status_in,
-    failed_pass_status,
     pair_status,
-    rejected_pair_status,
-    same_but_probe_times,
-    with_backends,
     with_condition,
 )
+from lbpair.status_writes import StatusWriter, probe_backends
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +70,8 @@ class Reconciler:
         previews: PreviewSink | None = None,
         wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
-        self._nodes, self._status, self._metrics, self._config = nodes, status, metrics, config
+        self._nodes, self._metrics, self._config = nodes, metrics, config
+        self._writes = StatusWriter(status, config)
         self._preview = Previewer(previews)
         self._wall_clock = wall_clock  # certificate expiry
         self._rollout = IsolatingRollout(config, clock, metrics)
@@ -117,27 +105,10 @@ class Reconciler:
                 memory.pass_error = ""
             except Exception as error:
                 log.exception("pass pair=%s outcome=error seconds=%.3f", key, time.monotonic() - started)
-                outcome, events = "error", self._report_failed_pass(key, resources, memory, error)
+                outcome, events = "error", self._writes.failed_pass(key, memory, error)
             seconds = time.monotonic() - started
             self._metrics.pass_finished(key, outcome, seconds, ready=is_ready(memory.status))
             return events
-
-    def _report_failed_pass(
-        self, key: ObjectRef, resources: PairResources, memory: PairMemory, error: Exception
-    ) -> list[Event]:
-        """Conditions go Unknown with the error (a stale Ready=True must not stand); one event per distinct
-        error, not one per pass. The next pass starts afresh."""
-        message = f"internal error ({type(error).__name__}: {error}); see the operator log"
-        # Nothing of the current generation was observed: keep the one last observed.
-        generation = (memory.status.observed_generation if memory.status else None) or 0
-        events = [Event.warning("PassFailed", message)] if message != memory.pass_error else []
-        memory.pass_error = message
-        now = timestamp(datetime.datetime.now(datetime.UTC))
-        try:
-            self._write_pair_status(key, memory, failed_pass_status(memory.status, generation, message, now))
-        except Exception:
-            log.exception("pair=%s: writing the failed pass's status failed too", key)
-        return events
 
     def _run_pass(
         self, key: ObjectRef, resources: PairResources, memory: PairMemory, started: float
@@ -149,9 +120,7 @@ class Reconciler:
         memory.secrets = build.secrets_used
         if isinstance(build, PairRejected):
             memory.router_ids = None
-            events = rejection_event(memory.problem, build.message)
-            memory.problem = build.message
-            self._write_pair_status(key, memory, rejected_pair_status(build, memory.status, now))
+            events = self._writes.rejected(key, memory, build, now)
             log.info(
                 "pass pair=%s outcome=rejected reason=%s seconds=%.3f",
                 key,
@@ -193,8 +162,8 @@ class Reconciler:
         drill = Drill(build, health, nodes, drains)
         pair, drilled = drill.run_if_requested(resources.pair, memory.status, pair, now)
         events += drilled
-        self._write_pair_status(key, memory, pair)
-        written, attached_events = self._write_attached_statuses(
+        self._writes.pair(key, memory, pair)
+        written, attached_events = self._writes.attached(
             build,
             health=health,
             resources=resources,
@@ -205,11 +174,7 @@ class Reconciler:
         events += attached_events
         self._metrics.services_reloaded(key, rollout.reloads)
         outcome = (
-            "rollout-failed"
-            if rollout.problem and not preview
-            else "applied"
-            if rollout.reloads
-            else "unchanged"
+            "rollout-failed" if rollout.problem and not preview else _applied_or_unchanged(rollout.reloads)
         )
         seconds, reloads = time.monotonic() - started, ",".join(rollout.reloads) or "-"
         log.info(
@@ -217,46 +182,6 @@ class Reconciler:
             *(key, outcome, seconds, rollout.files_changed, reloads, written),
         )
         return outcome, events
-
-    def _write_attached_statuses(
-        self,
-        build: PairBuild,
-        *,
-        health: PairHealth,
-        resources: PairResources,
-        memory: PairMemory,
-        moment: datetime.datetime,
-        backends: tuple[list[str], Callable[[], dict[str, dict[BackendTarget, bool]]]],
-    ) -> tuple[int, list[Event]]:
-        """Each attached object's status, written only when its own content changed; returns how many
-        were written and their events (refusals, certificate trouble, backends down or back per node, as
-        the pair's nodes' probes see them: `backends` = node names and the probe, run once, after every
-        VirtualHost's status is written, so that no VirtualHost's Programmed waits on a backend's timeout)."""
-        node_names, probe = backends
-        probes: dict[str, dict[BackendTarget, bool]] | None = None
-        now = timestamp(moment)
-        written, events, included = 0, list[Event](), set(build.state.included)
-        expiry = ExpiryCheck.warning_days_ahead(moment, self._config.certificate_warning_days)
-        bodies = resources.attached_by_key()
-        for item in sorted(build.attached, key=lambda item: item.key.kind == "Upstream"):
-            previous = memory.attached.get(item.key) or attached_status_in(bodies.get(item.key))
-            status = attached_status(
-                build, health, item, included=item.key in included, previous=previous, at=now, expiry=expiry
-            )
-            events += attached_rejection_event(item.key, previous, status)
-            events += certificate_events(item.key, previous, status)
-            if item.key.kind == "Upstream":
-                probes = probe() if probes is None else probes
-                upstream = build.upstreams_by_key.get(item.key)
-                status, changes = with_backends(
-                    status, upstream, probes, nodes=node_names, previous=previous, at=now
-                )
-                events += backend_events(item.key, changes)
-            if status != previous:
-                self._status.patch_status(item.plural, item.key.namespace, item.key.name, status)
-                written += 1
-            memory.attached[item.key] = status
-        return written, events
 
     def _check_router_ids(
         self, memory: PairMemory, build: PairBuild, pair: PairStatus, now: str
@@ -269,15 +194,6 @@ class Reconciler:
         checked = with_condition(pair, router_id_condition(memory.router_ids, others, at=now), memory.status)
         before = memory.status.conditions if memory.status else []
         return checked, trouble_events(before, checked.conditions, {ROUTER_ID_CONFLICT: "True"})
-
-    def _write_pair_status(self, key: ObjectRef, memory: PairMemory, status: PairStatus) -> None:
-        now = time.monotonic()
-        written_at = memory.status_written_at
-        fresh = written_at is not None and now - written_at < self._config.status_refresh_seconds
-        if fresh and same_but_probe_times(status, memory.status):
-            return
-        self._status.patch_status("loadbalancerpairs", key.namespace, key.name, status)
-        memory.status, memory.status_written_at = status, now
 
     def remove_from_nodes(self, pair_body: Mapping[str, Any], secrets: SecretLookup) -> str:
         """Apply the deletion policy on both nodes; returns what is still pending ('' when done)."""
@@ -322,27 +238,8 @@ def connect(factory: NodeFactory, access: PairAccess | PairBuild) -> dict[str, N
     }
 
 
-def probe_backends(
-    nodes: Mapping[str, Node], reports: Sequence[NodeReport], build: PairBuild
-) -> dict[str, dict[BackendTarget, bool]]:
-    """Each reachable node's view of every backend server of the pair's Upstreams: one agent command per
-    node, both at once (a blackholed backend costs the pass its 1 s timeout once, not once per node); a
-    node whose probe fails is left out (its last view stands)."""
-    targets = {
-        BackendTarget(server.address, server.port, upstream.health_path or "")
-        for upstream in build.state.upstreams
-        for server in upstream.servers
-    }
-    probed = [nodes[r.name] for r in reports if targets and r.observation is not None and r.name in nodes]
-    with ThreadPoolExecutor(max_workers=max(len(probed), 1), thread_name_prefix="backend-probe") as pool:
-        futures = {node.name: pool.submit(node.probe_backends, targets) for node in probed}
-    probes: dict[str, dict[BackendTarget, bool]] = {}
-    for name, future in futures.items():
-        try:
-            probes[name] = future.result()
-        except NodeError as error:
-            log.warning("pair node=%s: probing backends failed: %s", name, error)
-    return probes
+def _applied_or_unchanged(reloads: Sequence[str]) -> str:
+    return "applied" if reloads else "unchanged"
 
 
 def is_ready(status: PairStatus | None) -> bool:
